@@ -1,0 +1,204 @@
+"""One article through the model: ask both calls, validate, re-ask what failed, assemble.
+
+Both calls (``en``: scores, tags and the English section; ``zh``: the Chinese section) go out
+at once. Each answer is parsed against its schema and checked; a call whose answer has errors
+is re-asked with the findings, within its budget. A reply cut off by the token limit is asked
+again with a larger limit (it is never fed back); a refusal or a content-filter stop fails the
+article as what it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pydantic import BaseModel
+
+from pipeline.config import Settings
+from pipeline.errors import AnswerRejected, ModelError, ReplyFiltered, ReplyRefused, ReplyTruncated
+from pipeline.ingest.article import Article
+from pipeline.model.base import CallKey, ChatModel, ModelRequest
+from pipeline.prompts import Message, PromptBook
+from pipeline.schema import (
+    LANGS,
+    Analysis,
+    ArticleMeta,
+    ChineseAnswer,
+    Disclaimer,
+    EnglishAnswer,
+    FindingOut,
+    Generation,
+    Lang,
+    ModelPart,
+    Usage,
+)
+from pipeline.validate import Finding, check_part, errors, parse_answer
+
+# Checks that need the source article (issue 3 plugs its checks in here).
+SourceCheck = Callable[[ModelPart, Article], list[Finding]]
+
+
+@dataclass
+class Conversation:
+    """The running exchange of one call."""
+
+    call: Lang
+    messages: list[Message]
+    max_tokens: int
+    requests: int = 0
+    reasks: int = 0
+    length_retries: int = 0
+    usage: Usage = field(default_factory=Usage)
+    content: str | None = None
+    answer: BaseModel | None = None
+    parse_findings: list[Finding] = field(default_factory=list)
+    stale: bool = False
+
+
+@dataclass
+class ArticleOutcome:
+    """What one article came to: an analysis, or the error that stopped it (never both)."""
+
+    analysis: Analysis | None
+    usage: Usage
+    calls: int
+    findings: list[Finding]
+    stale: bool
+    error: str | None = None
+
+
+class Analyzer:
+    def __init__(self, model: ChatModel, book: PromptBook, settings: Settings,
+                 source_checks: list[SourceCheck] | None = None) -> None:  # fmt: skip
+        self.model = model
+        self.book = book
+        self.settings = settings
+        self.source_checks = source_checks or []
+
+    async def analyze(self, article: Article) -> ArticleOutcome:
+        """The finished analysis, or the reason there is none; usage counts every attempt."""
+        talks = {lang: Conversation(lang, self.book.messages(article, lang), self.settings.max_output_tokens)
+                 for lang in LANGS}  # fmt: skip
+        try:
+            return await self._converse(article, talks)
+        except AnswerRejected as exc:
+            return self._failure(talks, str(exc), exc.findings)
+        except ModelError as exc:
+            return self._failure(talks, str(exc), [])
+
+    async def _converse(self, article: Article, talks: dict[Lang, Conversation]) -> ArticleOutcome:
+        pending: list[Lang] = list(LANGS)
+        while True:
+            results = await asyncio.gather(
+                *(self._ask(article, talks[lang]) for lang in pending), return_exceptions=True
+            )
+            for result in results:  # both calls finish (and are paid for) before a failure counts
+                if isinstance(result, BaseException):
+                    raise result
+            findings = self._check(article, talks)
+            blocking = errors(findings)
+            if not blocking:
+                return self._outcome(article, talks, findings)
+            pending = self._reask(talks, blocking, findings)
+
+    def _failure(
+        self, talks: dict[Lang, Conversation], error: str, findings: list[Finding]
+    ) -> ArticleOutcome:
+        calls = sum(t.requests for t in talks.values())
+        stale = any(t.stale for t in talks.values())
+        return ArticleOutcome(None, _total(talks), calls, findings, stale, error=error)
+
+    async def _ask(self, article: Article, talk: Conversation) -> None:
+        while True:
+            key = CallKey(article.id, talk.call, talk.requests)
+            body = self.book.request_body(talk.call, talk.messages, talk.max_tokens)
+            talk.requests += 1
+            reply = await self.model.complete(ModelRequest(key, body, self.book.version))
+            talk.usage = talk.usage + reply.usage
+            talk.stale = talk.stale or reply.stale
+            if reply.refusal:
+                raise ReplyRefused(f"the model refused the {talk.call} call: {reply.refusal[:200]}")
+            if reply.finish_reason == "content_filter":
+                raise ReplyFiltered(f"a content filter stopped the {talk.call} reply")
+            if reply.finish_reason == "length":
+                self._grow_limit(talk)
+                continue
+            talk.content = reply.content
+            talk.answer, talk.parse_findings = parse_answer(talk.call, reply.content)
+            return
+
+    def _grow_limit(self, talk: Conversation) -> None:
+        ceiling = self.settings.max_output_tokens_ceiling
+        if talk.length_retries >= 2 or talk.max_tokens >= ceiling:
+            raise ReplyTruncated(
+                f"the {talk.call} reply was cut off at {talk.max_tokens} tokens; raise "
+                "max_output_tokens_ceiling in the config or shorten the input (max_input_tokens)"
+            )
+        talk.length_retries += 1
+        talk.max_tokens = min(ceiling, int(talk.max_tokens * 1.5))
+
+    def _check(self, article: Article, talks: dict[Lang, Conversation]) -> list[Finding]:
+        findings: list[Finding] = []
+        for talk in talks.values():
+            findings += talk.parse_findings
+        en, zh = talks["en"].answer, talks["zh"].answer
+        if isinstance(en, EnglishAnswer) and isinstance(zh, ChineseAnswer):
+            part = ModelPart(scores=en.scores, tags=en.tags, en=en.en, zh=zh.zh)
+            findings += check_part(part)
+            for check in self.source_checks:
+                findings += check(part, article)
+        return findings
+
+    def _reask(self, talks: dict[Lang, Conversation], blocking: list[Finding],
+               findings: list[Finding]) -> list[Lang]:  # fmt: skip
+        pending: list[Lang] = []
+        for lang in LANGS:
+            mine = [f for f in blocking if (f.lang or "en") == lang]
+            if not mine:
+                continue
+            talk = talks[lang]
+            if talk.reasks >= self.settings.max_reasks:
+                raise AnswerRejected(
+                    f"the {lang} answer still fails {len(mine)} check(s) after {talk.reasks} re-ask(s): "
+                    + "; ".join(f.one_line() for f in mine[:3]),
+                    findings,
+                )
+            talk.reasks += 1
+            talk.messages = [*talk.messages, {"role": "assistant", "content": talk.content or ""},
+                             self.book.reask(mine, [])]  # fmt: skip
+            pending.append(lang)
+        return pending
+
+    def _outcome(self, article: Article, talks: dict[Lang, Conversation],
+                 findings: list[Finding]) -> ArticleOutcome:  # fmt: skip
+        en, zh = talks["en"].answer, talks["zh"].answer
+        assert isinstance(en, EnglishAnswer) and isinstance(zh, ChineseAnswer)
+        usage = _total(talks)
+        calls = sum(t.requests for t in talks.values())
+        warnings = [FindingOut(**f.to_dict()) for f in findings if not f.is_error]  # type: ignore[arg-type]
+        analysis = Analysis(
+            article=ArticleMeta(
+                id=article.id, title=article.title, source=article.source, url=article.url,
+                published_at=article.published_at, language=article.language,
+                content_sha256=article.content_sha256,
+            ),
+            scores=en.scores, tags=en.tags, en=en.en, zh=zh.zh,
+            disclaimer=Disclaimer(en=self.settings.disclaimer_en, zh=self.settings.disclaimer_zh),
+            generation=Generation(
+                model=self.settings.model, prompt_version=self.book.version,
+                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                usage=usage, calls=calls, attempts=calls, warnings=warnings,
+                truncated_input=article.truncated,
+            ),
+        )  # fmt: skip
+        stale = any(t.stale for t in talks.values())
+        return ArticleOutcome(analysis, usage, calls, findings, stale)
+
+
+def _total(talks: dict[Lang, Conversation]) -> Usage:
+    total = Usage()
+    for talk in talks.values():
+        total = total + talk.usage
+    return total

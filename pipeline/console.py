@@ -1,0 +1,84 @@
+"""How a run shows itself: a rich progress bar and summary on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.report import STATUSES, ArticleEntry, RunReport
+
+_STYLE = {"ok": "green", "failed": "red", "skipped": "cyan", "duplicate": "yellow", "not_started": "magenta"}
+
+
+def entry_line(entry: ArticleEntry) -> str:
+    line = f"{entry.status:<9} {entry.source}"
+    if entry.id:
+        line += f" -> {entry.id}"
+    if entry.error:
+        line += f": {entry.error}"
+    if entry.stale:
+        line += " (stale recording)"
+    return line
+
+
+def summary_line(report: RunReport) -> str:
+    counts = ", ".join(f"{report.counts.get(s, 0)} {s}" for s in STATUSES if report.counts.get(s))
+    u = report.usage
+    tokens = f"{u.prompt_tokens} prompt ({u.cached_tokens} cached) + {u.completion_tokens} completion tokens"
+    stale = f", {report.stale} stale" if report.stale else ""
+    return f"run {report.run_id}: {counts or 'no inputs'}{stale}; {tokens}; {report.duration_s}s"
+
+
+class PlainProgress:
+    """One line per article and a closing summary, for logs and pipes."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+
+    def start(self, total: int) -> None:
+        print(f"newsdesk: {total} input(s)", file=self.stream, flush=True)
+
+    def advance(self, entry: ArticleEntry) -> None:
+        print(entry_line(entry), file=self.stream, flush=True)
+
+    def finish(self, report: RunReport) -> None:
+        print(summary_line(report), file=self.stream, flush=True)
+
+
+class RichProgress:
+    """A progress bar while the run goes, then a summary table."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.bar = Progress(TextColumn("[bold]newsdesk"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("{task.description}"),
+                            console=self.console, transient=True)  # fmt: skip
+        self.task = self.bar.add_task("", total=0)
+
+    def start(self, total: int) -> None:
+        self.bar.update(self.task, total=total)
+        self.bar.start()
+
+    def advance(self, entry: ArticleEntry) -> None:
+        self.bar.advance(self.task)
+        if entry.status == "failed" or entry.stale:
+            self.bar.console.print(
+                f"[{_STYLE[entry.status]}]{entry_line(entry)}[/]", markup=True, highlight=False
+            )
+
+    def finish(self, report: RunReport) -> None:
+        self.bar.stop()
+        table = Table(title=f"Run {report.run_id}", show_lines=False)
+        for column in ("Status", "Article", "Calls", "Tokens", "Note"):
+            table.add_column(column)
+        for entry in report.articles:
+            tokens = entry.usage.prompt_tokens + entry.usage.completion_tokens
+            note = entry.error or ("stale recording" if entry.stale else "; ".join(entry.notes))
+            table.add_row(f"[{_STYLE[entry.status]}]{entry.status}[/]", entry.id or entry.source,
+                          str(entry.attempts), str(tokens), note)  # fmt: skip
+        self.console.print(table)
+        self.console.print(summary_line(report), highlight=False)

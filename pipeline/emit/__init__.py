@@ -1,0 +1,3 @@
+from pipeline.emit.render import SiteInfo
+
+__all__ = ["SiteInfo"]

@@ -1,0 +1,51 @@
+"""The thin step that writes rendered outputs into the output folder (atomically)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from pipeline.emit.render import (
+    SiteInfo,
+    render_analysis_json,
+    render_article_html,
+    render_article_markdown,
+    render_index_html,
+)
+from pipeline.emit.write import atomic_write_text
+from pipeline.schema import Analysis
+
+ARTICLE_FILES = ("article.html", "article.md", "analysis.json")
+
+
+def article_dir(out: Path, article_id: str) -> Path:
+    return out / "articles" / article_id
+
+
+def write_article(out: Path, analysis: Analysis, site: SiteInfo) -> list[str]:
+    """Write the three files of one article; analysis.json last, so it marks a complete set."""
+    folder = article_dir(out, analysis.article.id)
+    atomic_write_text(folder / "article.html", render_article_html(analysis, site))
+    atomic_write_text(folder / "article.md", render_article_markdown(analysis))
+    atomic_write_text(folder / "analysis.json", render_analysis_json(analysis))
+    return [str(folder / name) for name in ARTICLE_FILES]
+
+
+def read_analysis(path: Path) -> Analysis | None:
+    try:
+        return Analysis.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValidationError, json.JSONDecodeError):
+        return None
+
+
+def load_all(out: Path) -> list[Analysis]:
+    found = (read_analysis(p) for p in sorted((out / "articles").glob("*/analysis.json")))
+    return [a for a in found if a is not None]
+
+
+def write_index(out: Path, site: SiteInfo) -> Path:
+    path = out / "index.html"
+    atomic_write_text(path, render_index_html(load_all(out), site))
+    return path

@@ -1,0 +1,150 @@
+"""Renderers: pure functions from an :class:`Analysis` to the text of each output file.
+
+Every piece of model text and article metadata is untrusted: HTML is rendered with
+autoescaping, only http(s) URLs become links, and Markdown escapes markup characters.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from pipeline.schema import Analysis, Section
+
+_LABELS = {
+    "en": {"key_data": "Key Data", "caption": "Key figures from the source article",
+           "entity": "Entity", "info": "Key Info", "metric": "Data/Metrics",
+           "analysis": "Deep Analysis", "insights": "Industry Insights"},
+    "zh": {"key_data": "核心数据", "caption": "来自原文的关键数据",
+           "entity": "实体", "info": "关键信息", "metric": "数据/指标",
+           "analysis": "深度解读", "insights": "行业启示"},
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    name: str = "newsdesk"
+    name_zh: str = "新闻分析台"
+
+
+@cache
+def _env() -> Environment:
+    return Environment(
+        loader=PackageLoader("pipeline.emit", "templates"),
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _css() -> str:
+    return _env().get_template("base.css.j2").render()
+
+
+def safe_href(url: str | None) -> str | None:
+    """`url` if it is an absolute http(s) URL, else None (no javascript:, data:, relative tricks)."""
+    if not url:
+        return None
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    if any(ch in url for ch in "\x00\r\n\t <>\"'`"):
+        return None
+    return url
+
+
+def render_article_html(analysis: Analysis, site: SiteInfo | None = None) -> str:
+    site = site or SiteInfo()
+    sections = [
+        {"lang_attr": "en", "section": analysis.en, "labels": _LABELS["en"]},
+        {"lang_attr": "zh-Hans", "section": analysis.zh, "labels": _LABELS["zh"]},
+    ]
+    return _env().get_template("article.html.j2").render(
+        a=analysis, sections=sections, css=_css(), site_name=site.name, site_name_zh=site.name_zh,
+        source_href=safe_href(analysis.article.url),
+    )  # fmt: skip
+
+
+def render_index_html(analyses: list[Analysis], site: SiteInfo | None = None) -> str:
+    site = site or SiteInfo()
+    ordered = sorted(analyses, key=_sort_date, reverse=True)
+    entries = [_index_entry(a) for a in ordered]
+    all_tags = sorted({tag.en for a in analyses for tag in a.tags})
+    disclaimer = ordered[0].disclaimer if ordered else None
+    return _env().get_template("index.html.j2").render(
+        entries=entries, all_tags=all_tags, css=_css(), site_name=site.name, site_name_zh=site.name_zh,
+        disclaimer_en=disclaimer.en if disclaimer else "", disclaimer_zh=disclaimer.zh if disclaimer else "",
+    )  # fmt: skip
+
+
+def _sort_date(analysis: Analysis) -> str:
+    return analysis.article.published_at or analysis.generation.created_at
+
+
+def _index_entry(analysis: Analysis) -> dict[str, Any]:
+    return {
+        "href": f"articles/{analysis.article.id}/article.html",
+        "title_en": analysis.en.title, "title_zh": analysis.zh.title,
+        "date": _sort_date(analysis)[:10],
+        "hot": analysis.scores.hot, "quality": analysis.scores.quality, "impact": analysis.scores.impact,
+        "tags_attr": "|".join(t.en for t in analysis.tags),
+        "tags_label": ", ".join(f"{t.en} {t.zh}" for t in analysis.tags),
+    }  # fmt: skip
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+
+
+def md_escape(text: str) -> str:
+    """Plain text safe in Markdown: markup characters escaped, HTML neutralised, one line."""
+    text = " ".join(text.split())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def render_article_markdown(analysis: Analysis) -> str:
+    a = analysis
+    lines = [f"# {md_escape(a.en.title)}", "", f"# {md_escape(a.zh.title)}", "",
+             md_escape(a.en.summary), "", md_escape(a.zh.summary), ""]  # fmt: skip
+    href = safe_href(a.article.url)
+    source = md_escape(a.article.source or a.article.title)
+    lines += [f"Source: [{source}](<{href}>)" if href else f"Source: {source}", ""]
+    lines += [f"**Hot 热度** {a.scores.hot} · **Quality 质量** {a.scores.quality} · "
+              f"**Impact 影响力** {a.scores.impact}", "", "## Analysis 深度分析", ""]  # fmt: skip
+    lines += _markdown_section(a.en, _LABELS["en"])
+    lines += _markdown_section(a.zh, _LABELS["zh"])
+    lines += ["Tags: " + ", ".join(f"{md_escape(t.en)} {md_escape(t.zh)}" for t in a.tags), ""]
+    lines += ["---", "", f"Disclaimer: {md_escape(a.disclaimer.en)}", "", md_escape(a.disclaimer.zh), ""]
+    return "\n".join(lines)
+
+
+def _markdown_section(section: Section, labels: dict[str, str]) -> list[str]:
+    lines = ["### TL;DR", "", *[f"- {md_escape(t)}" for t in section.tldr], ""]
+    header = f"| {labels['entity']} | {labels['info']} | {labels['metric']} |"
+    lines += [f"### {labels['key_data']}", "", header, "| --- | --- | --- |"]
+    for row in section.key_data:
+        metric = md_escape(row.metric) if row.metric is not None else "-"
+        lines.append(f"| {md_escape(row.entity)} | {md_escape(row.info)} | {metric} |")
+    lines += ["", f"### {labels['analysis']}", ""]
+    for paragraph in section.analysis:
+        lines += [md_escape(paragraph), ""]
+    lines += [f"### {labels['insights']}", ""]
+    lines += [f"{i}. {md_escape(item)}" for i, item in enumerate(section.insights, start=1)]
+    lines += ["", "### FAQ", ""]
+    for item in section.faq:
+        lines += [f"**Q: {md_escape(item.question)}**", "", f"A: {md_escape(item.answer)}", ""]
+    return lines
+
+
+def render_analysis_json(analysis: Analysis) -> str:
+    return analysis.model_dump_json(indent=2) + "\n"

@@ -1,0 +1,76 @@
+"""Every error newsdesk raises on purpose derives from :class:`NewsdeskError`.
+
+    NewsdeskError
+    ├── ConfigError          bad flag, config file or environment (exit 2)
+    ├── LockedError          another run holds the output folder (exit 3)
+    ├── InputError           one input cannot be read as an article (that input fails, the batch goes on)
+    ├── ModelError           the model could not give a usable answer for one call
+    │   ├── ModelUnavailable     transport failures that outlived the retries, 4xx from the endpoint
+    │   ├── ReplyTruncated       the reply hit the token limit
+    │   ├── ReplyRefused         the model refused
+    │   ├── ReplyFiltered        a content filter stopped the reply
+    │   └── RecordingMissing     replay found no recording for a call
+    └── AnswerRejected       the answer still failed validation after every re-ask
+
+Messages are written for the person running newsdesk: they say what went wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.validate.findings import Finding
+
+
+class NewsdeskError(Exception):
+    """Base of every error newsdesk raises on purpose."""
+
+
+class ConfigError(NewsdeskError):
+    """A flag, the config file or the environment is wrong."""
+
+
+class LockedError(NewsdeskError):
+    """Another run is writing to the same output folder."""
+
+
+class InputError(NewsdeskError):
+    """One input cannot be turned into an article."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class ModelError(NewsdeskError):
+    """The model gave no usable answer for one call."""
+
+
+class ModelUnavailable(ModelError):
+    """The endpoint could not be reached or refused the request."""
+
+
+class ReplyTruncated(ModelError):
+    """The reply was cut off by the token limit."""
+
+
+class ReplyRefused(ModelError):
+    """The model refused to answer."""
+
+
+class ReplyFiltered(ModelError):
+    """A content filter stopped the reply."""
+
+
+class RecordingMissing(ModelError):
+    """Replay mode has no recording for a call."""
+
+
+class AnswerRejected(NewsdeskError):
+    """The answer failed validation after every re-ask."""
+
+    def __init__(self, message: str, findings: list[Finding]) -> None:
+        super().__init__(message)
+        self.findings = findings

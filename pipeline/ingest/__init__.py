@@ -1,0 +1,217 @@
+"""Ingestion: find the inputs, read each one into an :class:`Article`, or say why it cannot be read.
+
+One bad input never stops the others: :func:`load_articles` yields an :class:`InputFailure`
+for it and goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.ingest.article import (
+    Article,
+    SourceLanguage,
+    content_hash,
+    detect_language,
+    make_article_id,
+    truncate_to_tokens,
+)
+from pipeline.ingest.decode import UndecodableError, declared_html_charset, decode_text, looks_binary
+from pipeline.ingest.formats import (
+    FormatError,
+    RawArticle,
+    article_from_mapping,
+    parse_html,
+    parse_json_object,
+    parse_md,
+    parse_txt,
+)
+
+__all__ = ["Article", "InputFailure", "Limits", "discover", "load_articles", "load_file"]
+
+SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_input_bytes: int = 10_000_000
+    max_input_tokens: int = 12_000
+
+
+@dataclass(frozen=True)
+class InputFailure:
+    """An input that could not be read; `reason` is one line."""
+
+    input_path: str
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return self.input_path
+
+
+Loaded = Article | InputFailure
+
+
+def discover(paths: Iterable[str | Path]) -> Iterator[Path | InputFailure]:
+    """Every input file under `paths`, in a stable order, each real file once."""
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from _walk(path, seen)
+        elif path.is_file():
+            if _first_visit(path, seen):
+                yield path
+        else:
+            yield InputFailure(str(path), "no such file or directory")
+
+
+def _walk(root: Path, seen: set[Path]) -> Iterator[Path]:
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(folder) / name
+            if name.startswith(".") or path.suffix.lower() not in SUPPORTED_SUFFIXES:
+                continue
+            if path.is_file() and _first_visit(path, seen):
+                yield path
+
+
+def _first_visit(path: Path, seen: set[Path]) -> bool:
+    real = path.resolve()
+    if real in seen:
+        return False
+    seen.add(real)
+    return True
+
+
+def load_articles(paths: Iterable[str | Path], limits: Limits | None = None) -> Iterator[Loaded]:
+    """Every article (or failure) under `paths`."""
+    limits = limits or Limits()
+    for item in discover(paths):
+        if isinstance(item, InputFailure):
+            yield item
+        else:
+            yield from load_file(item, limits)
+
+
+def load_file(path: Path, limits: Limits) -> Iterator[Loaded]:
+    """The article(s) in one file; a `.jsonl` file gives one per line."""
+    label = str(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        yield InputFailure(label, f"unsupported file type {suffix or '(none)'}; "
+                                  f"use one of {', '.join(SUPPORTED_SUFFIXES)}")  # fmt: skip
+        return
+    if suffix == ".jsonl":
+        yield from _load_jsonl(path, limits)
+        return
+    try:
+        data = _read_bytes(path, limits)
+        raw = _parse(suffix, data)
+        yield _build(raw, label, path.stem, limits)
+    except (FormatError, UndecodableError, OSError) as exc:
+        yield InputFailure(label, _reason(exc))
+
+
+def _read_bytes(path: Path, limits: Limits) -> bytes:
+    size = path.stat().st_size
+    if size > limits.max_input_bytes:
+        raise FormatError(
+            f"file is {size:,} bytes, over the {limits.max_input_bytes:,}-byte cap "
+            "(raise max_input_bytes in the config to accept it)"
+        )
+    data = path.read_bytes()
+    if not data.strip():
+        raise FormatError("empty file")
+    if looks_binary(data):
+        raise FormatError("binary file, not text")
+    return data
+
+
+def _parse(suffix: str, data: bytes) -> RawArticle:
+    if suffix in (".html", ".htm"):
+        return parse_html(decode_text(data, declared_html_charset(data)))
+    text = decode_text(data)
+    if suffix == ".json":
+        return parse_json_object(text)
+    if suffix in (".md", ".markdown"):
+        return parse_md(text)
+    return parse_txt(text)
+
+
+def _load_jsonl(path: Path, limits: Limits) -> Iterator[Loaded]:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        yield InputFailure(str(path), _reason(exc))
+        return
+    with handle:
+        found = False
+        for number, line in enumerate(handle, start=1):
+            label = f"{path}:{number}"
+            if not line.strip():
+                continue
+            found = True
+            yield _load_jsonl_line(line, label, f"{path.stem}-{number}", limits)
+        if not found:
+            yield InputFailure(str(path), "empty file")
+
+
+def _load_jsonl_line(line: bytes, label: str, name: str, limits: Limits) -> Loaded:
+    if len(line) > limits.max_input_bytes:
+        return InputFailure(label, f"line is over the {limits.max_input_bytes:,}-byte cap")
+    try:
+        raw = parse_json_object(line.decode("utf-8-sig"))
+        return _build(raw, label, name, limits)
+    except UnicodeDecodeError:
+        return InputFailure(label, "line is not valid UTF-8")
+    except FormatError as exc:
+        return InputFailure(label, _reason(exc))
+
+
+def _build(raw: RawArticle, label: str, name: str, limits: Limits) -> Loaded:
+    text = raw.text.strip()
+    if not text:
+        return InputFailure(label, "no article text found")
+    title = (raw.title or "").strip() or text.split("\n", 1)[0][:200]
+    text, truncated = truncate_to_tokens(text, limits.max_input_tokens)
+    sha = content_hash(title, text)
+    notes = (f"article cut to {limits.max_input_tokens} tokens at a paragraph boundary",) if truncated else ()
+    return Article(
+        id=make_article_id(title, name, sha),
+        title=title,
+        text=text,
+        input_path=label,
+        source=raw.source,
+        url=raw.url,
+        published_at=raw.published_at,
+        author=raw.author,
+        language=_language(raw.language, f"{title}\n{text}"),
+        content_sha256=sha,
+        truncated=truncated,
+        notes=notes,
+    )
+
+
+def _language(declared: str | None, text: str) -> SourceLanguage:
+    code = (declared or "").lower().split("-")[0].split("_")[0]
+    if code == "en":
+        return "en"
+    if code == "zh":
+        return "zh"
+    return detect_language(text)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+# Re-exported for callers that parse a single mapping (the validate command, tests).
+parse_mapping = article_from_mapping

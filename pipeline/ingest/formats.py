@@ -1,0 +1,168 @@
+"""One parser per input format. Each turns decoded text into the fields of an article."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import trafilatura
+import yaml
+
+_HEADER_LABELS = {
+    "title": "title", "标题": "title",
+    "source": "source", "来源": "source",
+    "url": "url", "link": "url", "链接": "url",
+    "published": "published_at", "date": "published_at", "published_at": "published_at",
+    "发布时间": "published_at", "时间": "published_at",
+    "author": "author", "作者": "author",
+}  # fmt: skip
+_HEADER_LINE = re.compile(r"^\s*([^:：\s][^:：]{0,20}?)\s*[:：]\s*(.*?)\s*$")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
+_TEXT_KEYS = ("text", "content", "body")
+
+
+class FormatError(ValueError):
+    """The input is not a well-formed article of its format."""
+
+
+@dataclass
+class RawArticle:
+    """The fields a parser found; `text` may still be empty (checked by the loader)."""
+
+    title: str | None
+    text: str
+    source: str | None = None
+    url: str | None = None
+    published_at: str | None = None
+    author: str | None = None
+    language: str | None = None
+
+
+def normalise_text(text: str) -> str:
+    """Unix newlines, no trailing spaces, paragraphs separated by one blank line."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u3000", " ")
+    lines = [line.rstrip() for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def parse_txt(text: str) -> RawArticle:
+    text = normalise_text(text)
+    head, _, body = text.partition("\n\n")
+    fields = _header_fields(head)
+    if fields is not None:
+        return RawArticle(text=body.strip(), **_meta(fields))
+    title, _, rest = text.partition("\n")
+    return RawArticle(title=title.strip(), text=rest.strip())
+
+
+def _header_fields(block: str) -> dict[str, str] | None:
+    fields: dict[str, str] = {}
+    for line in block.split("\n"):
+        match = _HEADER_LINE.match(line)
+        if not match:
+            return None
+        label = _HEADER_LABELS.get(match.group(1).strip().lower())
+        if label is None:
+            return None
+        fields[label] = match.group(2)
+    return fields or None
+
+
+def parse_md(text: str) -> RawArticle:
+    text = text.replace("\r\n", "\n")
+    match = _FRONT_MATTER.match(text)
+    fields: dict[str, str] = {}
+    if match:
+        fields = _front_matter(match.group(1))
+        text = text[match.end() :]
+    body = normalise_text(text)
+    if "title" not in fields:
+        first, _, rest = body.partition("\n")
+        fields["title"] = first.lstrip("#").strip()
+        body = rest.strip()
+    elif body.startswith("# "):
+        first, _, rest = body.partition("\n")
+        if first.lstrip("#").strip() == fields["title"].strip():
+            body = rest.strip()
+    return RawArticle(text=body, **_meta(fields))
+
+
+def _front_matter(block: str) -> dict[str, str]:
+    try:
+        data = yaml.safe_load(block)
+    except yaml.YAMLError as exc:
+        raise FormatError(f"malformed YAML front matter: {_first_line(exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise FormatError("YAML front matter is not a mapping of keys to values")
+    fields: dict[str, str] = {}
+    for key, value in data.items():
+        label = _HEADER_LABELS.get(str(key).strip().lower())
+        if label and value is not None:
+            fields[label] = str(value)
+    return fields
+
+
+def parse_html(text: str) -> RawArticle:
+    document = trafilatura.bare_extraction(
+        text, with_metadata=True, include_comments=False, include_tables=True, favor_precision=True
+    )
+    if document is None:
+        return RawArticle(title=None, text="")
+    title = _str_or_none(getattr(document, "title", None))
+    body = normalise_text(str(getattr(document, "text", "") or ""))
+    paragraphs = [p.strip() for p in body.split("\n") if p.strip()]
+    if title and paragraphs and paragraphs[0] == title.strip():
+        paragraphs = paragraphs[1:]
+    return RawArticle(
+        title=title,
+        text="\n\n".join(paragraphs),
+        source=_str_or_none(getattr(document, "sitename", None))
+        or _str_or_none(getattr(document, "hostname", None)),
+        url=_str_or_none(getattr(document, "url", None)),
+        published_at=_str_or_none(getattr(document, "date", None)),
+        author=_str_or_none(getattr(document, "author", None)),
+    )
+
+
+def parse_json_object(text: str) -> RawArticle:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    return article_from_mapping(data)
+
+
+def article_from_mapping(data: Any) -> RawArticle:
+    if isinstance(data, list):
+        raise FormatError("expected one article object, found a list (use .jsonl for several)")
+    if not isinstance(data, dict):
+        raise FormatError("expected a JSON object with a title and a text")
+    body = next((data[k] for k in _TEXT_KEYS if isinstance(data.get(k), str) and data[k].strip()), "")
+    fields = {"title": data.get("title"), "source": data.get("source"), "url": data.get("url"),
+              "published_at": data.get("published_at") or data.get("published") or data.get("date"),
+              "author": data.get("author")}  # fmt: skip
+    return RawArticle(
+        text=normalise_text(body),
+        language=_str_or_none(data.get("language")),
+        **{key: _str_or_none(value) for key, value in fields.items()},
+    )
+
+
+def _meta(fields: dict[str, str]) -> dict[str, str | None]:
+    keys = ("title", "source", "url", "published_at", "author")
+    return {key: _str_or_none(fields.get(key)) for key in keys}
+
+
+def _str_or_none(value: object) -> str | None:
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,148 @@
+"""The live model: the official openai SDK against any OpenAI-compatible endpoint.
+
+The SDK's own retries are off (``max_retries=0``); tenacity is the one retry layer. It retries
+429, 408, 409, 5xx, timeouts, connection errors and unreadable bodies, honouring
+``retry-after-ms`` / ``Retry-After`` (up to two minutes), else exponential backoff with jitter.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx2
+import openai
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from pipeline.config import Settings
+from pipeline.errors import ModelUnavailable
+from pipeline.model.base import ModelReply, ModelRequest, reply_from_body
+from pipeline.redact import Redactor
+
+MAX_RETRY_AFTER_S = 120.0
+_backoff = wait_exponential_jitter(initial=0.5, max=20, jitter=0.5)
+
+
+class MalformedResponse(Exception):
+    """The endpoint answered 2xx with a body that is not a chat completion."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, (openai.APIConnectionError, MalformedResponse)):
+        return True
+    if not isinstance(exc, openai.APIStatusError):
+        return False
+    if exc.response.headers.get("x-should-retry") == "false":
+        return False
+    return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+
+
+def retry_after_seconds(exc: BaseException | None) -> float | None:
+    """The server's requested wait, from `retry-after-ms` or `retry-after`, if sane."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / scale
+        except ValueError:
+            continue
+        if 0 <= seconds <= MAX_RETRY_AFTER_S:
+            return seconds
+    return None
+
+
+def wait_for(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    hinted = retry_after_seconds(exc)
+    return hinted if hinted is not None else _backoff(state)
+
+
+class LiveModel:
+    """One AsyncOpenAI client per process, pool sized to the concurrency, explicit timeouts."""
+
+    def __init__(self, settings: Settings, api_key: str, redactor: Redactor | None = None) -> None:
+        self.settings = settings
+        self.redactor = redactor or Redactor([api_key])
+        pool = max(8, settings.concurrency * 2)
+        timeout = httpx2.Timeout(settings.timeout_s, connect=settings.connect_timeout_s, pool=30.0)
+        self.client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=settings.base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=openai.DefaultAsyncHttpxClient(
+                limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
+                timeout=timeout,
+            ),
+        )
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_retryable),
+            wait=wait_for,
+            stop=stop_after_attempt(self.settings.max_retries + 1),
+            reraise=True,
+        )
+        try:
+            body: dict[str, Any] = await retrying(self._post, request.body)
+        except openai.APIStatusError as exc:
+            raise ModelUnavailable(self._status_message(exc)) from None
+        except openai.APIConnectionError as exc:
+            raise ModelUnavailable(self._connection_message(exc)) from None
+        except MalformedResponse as exc:
+            raise ModelUnavailable(
+                self.redactor(f"the endpoint's reply is not a chat completion: {exc}")
+            ) from None
+        return reply_from_body(body)
+
+    async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        raw = await self.client.chat.completions.with_raw_response.create(**body)
+        text = raw.http_response.text
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            raise MalformedResponse(f"not JSON (starts {text[:60]!r})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+            raise MalformedResponse("no choices in the body")
+        return data
+
+    def _status_message(self, exc: openai.APIStatusError) -> str:
+        where = self.settings.base_url or "the OpenAI API"
+        if exc.status_code == 401:
+            return (f"{where} rejected the API key (401); set ${self.settings.api_key_env} "
+                    "to a valid key")  # fmt: skip
+        if exc.status_code == 403:
+            return f"{where} refused access (403); check the key's permissions for this model"
+        if exc.status_code == 404:
+            return (f"{where} answered 404: model {self.settings.model!r} or the endpoint was not found; "
+                    "check --model and --base-url")  # fmt: skip
+        detail = self.redactor(_error_detail(exc))
+        return f"{where} answered HTTP {exc.status_code}: {detail}"
+
+    def _connection_message(self, exc: openai.APIConnectionError) -> str:
+        where = self.settings.base_url or "the OpenAI API"
+        kind = "timed out" if isinstance(exc, openai.APITimeoutError) else "could not be reached"
+        return (
+            f"{where} {kind} after {self.settings.max_retries + 1} attempts; check --base-url and the network"
+        )
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def _error_detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])[:300]
+    return exc.message[:300]

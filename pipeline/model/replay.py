@@ -1,0 +1,81 @@
+"""Record and replay: one JSON file per model call under ``DIR/<article id>/<call>-<attempt>.json``.
+
+A recording holds ``request`` (the exact body sent), ``response`` (the exact body received),
+the ``key`` that finds it again and the ``prompt_version`` it was made with. No API key or
+header is ever written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.emit.write import atomic_write_text
+from pipeline.errors import RecordingMissing
+from pipeline.model.base import ChatModel, ModelReply, ModelRequest, reply_from_body
+
+
+def request_sha256(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def recording_path(folder: Path, request: ModelRequest) -> Path:
+    return folder / request.key.article_id / request.key.filename
+
+
+def recording_document(request: ModelRequest, response: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "key": {"article_id": request.key.article_id, "call": request.key.call,
+                "attempt": request.key.attempt},
+        "prompt_version": request.prompt_version,
+        "request_sha256": request_sha256(request.body),
+        "request": request.body,
+        "response": response,
+    }  # fmt: skip
+
+
+class ReplayModel:
+    """Answers from recordings; never touches the network."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        path = recording_path(self.folder, request)
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RecordingMissing(
+                f"no recording for article {request.key.article_id} call {request.key.call} "
+                f"attempt {request.key.attempt} in {self.folder}; record it with "
+                f"`newsdesk run ARTICLE --record {self.folder}` against a live endpoint"
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise RecordingMissing(
+                f"recording {path} is not valid JSON ({exc.msg}); record it again"
+            ) from None
+        stale = document.get("prompt_version") != request.prompt_version
+        return reply_from_body(document.get("response") or {}, stale=stale)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class RecordingModel:
+    """Wraps a live model and saves every answered call."""
+
+    def __init__(self, inner: ChatModel, folder: Path) -> None:
+        self.inner = inner
+        self.folder = folder
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        reply = await self.inner.complete(request)
+        document = recording_document(request, reply.body)
+        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+        atomic_write_text(recording_path(self.folder, request), text)
+        return reply
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

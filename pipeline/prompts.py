@@ -1,0 +1,166 @@
+"""Prompts: jinja2 templates rendered in a sandbox into the messages of each model call.
+
+Message order puts what is shared first so that providers can cache the prefix:
+1. system: the fixed instructions (identical for every call of every article);
+2. user: the fenced article and its glossary (identical for both calls of one article);
+3. user: the task of this call (``en`` or ``zh``); re-asks append after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from openai.lib._pydantic import to_strict_json_schema
+from pydantic import BaseModel
+
+from pipeline.config import Settings
+from pipeline.errors import ConfigError
+from pipeline.ingest.article import Article
+from pipeline.schema import SCHEMA_VERSION, ChineseAnswer, EnglishAnswer, Lang
+from pipeline.validate.findings import Finding
+
+TEMPLATE_NAMES = ("system.j2", "article.j2", "task_en.j2", "task_zh.j2", "reask.j2")
+ANSWER_MODELS: dict[str, type[BaseModel]] = {"en": EnglishAnswer, "zh": ChineseAnswer}
+_LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "other": "another language"}
+
+Message = dict[str, str]
+
+
+def builtin_prompts_dir() -> Path:
+    """The packaged templates in an installed wheel, else the repository's `prompts/`."""
+    packaged = Path(__file__).parent / "_prompts"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "prompts"
+
+
+@dataclass(frozen=True)
+class Term:
+    en: str
+    zh: str
+    aliases: tuple[str, ...] = ()
+    kind: str = "term"
+
+    def names(self) -> tuple[str, ...]:
+        return (self.en, self.zh, *self.aliases)
+
+
+@dataclass
+class Glossary:
+    terms: list[Term] = field(default_factory=list)
+
+    def found_in(self, text: str) -> list[Term]:
+        """The terms any of whose names occur in `text`."""
+        return [term for term in self.terms if any(_mentions(text, n) for n in term.names())]
+
+
+def _mentions(text: str, name: str) -> bool:
+    if not name:
+        return False
+    if name.isascii():
+        return re.search(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9])", text, re.I) is not None
+    return name in text
+
+
+def load_glossary(paths: list[Path]) -> Glossary:
+    terms: list[Term] = []
+    for path in paths:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"glossary {path} cannot be read: {exc}") from None
+        for i, entry in enumerate(data.get("term", [])):
+            if not isinstance(entry, dict) or not entry.get("en") or not entry.get("zh"):
+                raise ConfigError(f"glossary {path}: term {i + 1} needs both 'en' and 'zh'")
+            aliases = tuple(str(a) for a in entry.get("aliases", []))
+            terms.append(Term(str(entry["en"]), str(entry["zh"]), aliases, str(entry.get("kind", "term"))))
+    return Glossary(terms)
+
+
+class PromptBook:
+    """The templates, the glossary and the request settings of one run."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        builtin = builtin_prompts_dir()
+        dirs = [d for d in (settings.prompts_dir, builtin) if d is not None]
+        for folder in dirs:
+            if not folder.is_dir():
+                raise ConfigError(f"prompts folder {folder} does not exist")
+        self._dirs = dirs
+        self.env = ImmutableSandboxedEnvironment(
+            loader=ChoiceLoader([FileSystemLoader(str(d)) for d in dirs]),
+            undefined=StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=False,
+        )
+        glossary_paths = [d / "glossary.toml" for d in reversed(dirs) if (d / "glossary.toml").is_file()]
+        self.glossary = load_glossary(glossary_paths + list(settings.glossary_files))
+        self._glossary_paths = glossary_paths + list(settings.glossary_files)
+
+    def _render(self, name: str, **context: Any) -> str:
+        try:
+            return self.env.get_template(name).render(**context).strip()
+        except TemplateError as exc:
+            raise ConfigError(f"prompt template {name}: {exc}") from None
+
+    def schema_for(self, call: Lang) -> dict[str, Any]:
+        return to_strict_json_schema(ANSWER_MODELS[call])
+
+    def messages(self, article: Article, call: Lang) -> list[Message]:
+        """The first request of one call."""
+        terms = self.glossary.found_in(f"{article.title}\n{article.text}")
+        inline_schema = None
+        if self.settings.output_mode != "json_schema":
+            inline_schema = json.dumps(self.schema_for(call), ensure_ascii=False)
+        return [
+            {"role": "system", "content": self._render("system.j2", site_name=self.settings.site_name)},
+            {"role": "user", "content": self._render(
+                "article.j2", article=article, fence=article.content_sha256[:12], terms=terms,
+                language_name=_LANGUAGE_NAMES[article.language])},
+            {"role": "user", "content": self._render(f"task_{call}.j2", schema=inline_schema)},
+        ]  # fmt: skip
+
+    def reask(self, findings: list[Finding], source_figures: list[str]) -> Message:
+        content = self._render("reask.j2", findings=findings, source_figures=source_figures)
+        return {"role": "user", "content": content}
+
+    def request_body(self, call: Lang, messages: list[Message], max_tokens: int) -> dict[str, Any]:
+        """The exact JSON body of a chat.completions request."""
+        s = self.settings
+        body: dict[str, Any] = {"model": s.model, "messages": messages}
+        if s.temperature is not None:
+            body["temperature"] = s.temperature
+        body[s.token_limit_param] = max_tokens
+        if s.output_mode == "json_schema":
+            name = "english_answer" if call == "en" else "chinese_answer"
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": self.schema_for(call), "strict": True},
+            }
+        elif s.output_mode == "json_object":
+            body["response_format"] = {"type": "json_object"}
+        return body
+
+    @cached_property
+    def version(self) -> str:
+        """A short hash of everything that shapes a request except the article and the model name."""
+        digest = hashlib.sha256()
+        for name in TEMPLATE_NAMES:
+            source, _, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
+            digest.update(name.encode() + b"\0" + source.encode() + b"\0")
+        for path in self._glossary_paths:
+            digest.update(path.read_bytes())
+        for call in ("en", "zh"):
+            digest.update(json.dumps(self.schema_for(call), sort_keys=True).encode())
+        s = self.settings
+        params = [SCHEMA_VERSION, s.output_mode, s.temperature, s.max_output_tokens, s.token_limit_param]
+        digest.update(json.dumps(params).encode())
+        return digest.hexdigest()[:12]

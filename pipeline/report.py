@@ -1,0 +1,54 @@
+"""The run report: what happened to every input, and the totals."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from pipeline.schema import FindingOut, Usage
+
+Status = Literal["ok", "failed", "skipped", "duplicate", "not_started"]
+STATUSES: tuple[Status, ...] = ("ok", "failed", "skipped", "duplicate", "not_started")
+
+
+class ArticleEntry(BaseModel):
+    id: str | None
+    source: str
+    status: Status
+    error: str | None = None
+    outputs: list[str] = Field(default_factory=list)
+    attempts: int = 0
+    usage: Usage = Field(default_factory=Usage)
+    stale: bool = False
+    duplicate_of: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    findings: list[FindingOut] = Field(default_factory=list)
+
+
+class RunReport(BaseModel):
+    run_id: str
+    mode: Literal["live", "replay", "record"]
+    model: str
+    prompt_version: str
+    started_at: str
+    finished_at: str | None = None
+    duration_s: float | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
+    stale: int = 0
+    articles: list[ArticleEntry] = Field(default_factory=list)
+
+    def tally(self) -> None:
+        self.counts = {status: 0 for status in STATUSES}
+        total = Usage()
+        for entry in self.articles:
+            self.counts[entry.status] += 1
+            total = total + entry.usage
+        self.usage = total
+        self.stale = sum(1 for e in self.articles if e.stale)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every article is ok, skipped or a duplicate; 1 otherwise."""
+        return 1 if self.counts.get("failed", 0) or self.counts.get("not_started", 0) else 0

@@ -1,0 +1,1 @@
+"""Test-support code for the pipeline (the loopback fake OpenAI server)."""

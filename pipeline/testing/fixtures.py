@@ -1,0 +1,124 @@
+"""Build and maintain the hand-authored recordings in ``fixtures/recordings``.
+
+No model API was reachable when the fixtures were made, so their answers are written by hand.
+This tool wraps each hand-written answer in the exact request body the current prompts produce
+and a chat-completion response body, so that replay and the loopback server serve them like
+real recordings.
+
+    python -m pipeline.testing.fixtures build ANSWERS_DIR   # answers named <input>.<call>.json
+    python -m pipeline.testing.fixtures restamp             # after an intended prompt change
+
+``restamp`` rewrites the requests of existing recordings for the current prompts and keeps
+their answers. It is only honest for hand-authored answers: recordings of a real model that
+went stale must be recorded again (``newsdesk run --record``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Settings
+from pipeline.emit.write import atomic_write_text
+from pipeline.ingest import load_articles
+from pipeline.ingest.article import Article, estimate_tokens
+from pipeline.model.base import CallKey, ModelRequest
+from pipeline.model.replay import recording_document, recording_path
+from pipeline.prompts import PromptBook
+from pipeline.schema import LANGS, Lang
+
+CREATED = 1_795_000_000  # a fixed timestamp keeps rebuilt recordings byte-identical
+
+
+def answer_name(article: Article, call: str) -> str:
+    """`x.txt.en.json` for a file, `x.jsonl.2.en.json` for line 2 of a JSON Lines file."""
+    name = Path(article.input_path).name
+    if ":" in name:
+        stem, line = name.rsplit(":", 1)
+        name = f"{stem}.{line}"
+    return f"{name}.{call}.json"
+
+
+def response_body(request: ModelRequest, content: str) -> dict[str, Any]:
+    prompt = sum(estimate_tokens(m["content"]) + 4 for m in request.body["messages"])
+    completion = estimate_tokens(content)
+    digest = hashlib.sha256(f"{request.key}{content}".encode()).hexdigest()[:24]
+    return {
+        "id": f"chatcmpl-{digest}",
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": request.body["model"],
+        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                     "message": {"role": "assistant", "content": content, "refusal": None}}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion,
+                  "prompt_tokens_details": {"cached_tokens": 0}},
+    }  # fmt: skip
+
+
+def first_request(book: PromptBook, article: Article, call: Lang) -> ModelRequest:
+    messages = book.messages(article, call)
+    body = book.request_body(call, messages, book.settings.max_output_tokens)
+    return ModelRequest(CallKey(article.id, call, 0), body, book.version)
+
+
+def write_recording(folder: Path, request: ModelRequest, content: str) -> Path:
+    path = recording_path(folder, request)
+    document = recording_document(request, response_body(request, content))
+    atomic_write_text(path, json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+    return path
+
+
+def build(articles_dir: Path, answers_dir: Path, recordings: Path) -> int:
+    book = PromptBook(Settings())
+    written = 0
+    for article in load_articles([articles_dir]):
+        if not isinstance(article, Article):
+            raise SystemExit(f"fixture input fails to load: {article.label}: {article.reason}")
+        for call in LANGS:
+            answer = answers_dir / answer_name(article, call)
+            content = json.dumps(json.loads(answer.read_text(encoding="utf-8")), ensure_ascii=False)
+            write_recording(recordings, first_request(book, article, call), content)
+            written += 1
+    return written
+
+
+def restamp(articles_dir: Path, recordings: Path) -> int:
+    book = PromptBook(Settings())
+    written = 0
+    for article in load_articles([articles_dir]):
+        if not isinstance(article, Article):
+            continue
+        for call in LANGS:
+            request = first_request(book, article, call)
+            path = recording_path(recordings, request)
+            if not path.is_file():
+                continue
+            old = json.loads(path.read_text(encoding="utf-8"))
+            write_recording(recordings, request, old["response"]["choices"][0]["message"]["content"])
+            written += 1
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.testing.fixtures", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("command", choices=("build", "restamp"))
+    parser.add_argument("answers", nargs="?", type=Path, help="folder of hand-written answers (build)")
+    parser.add_argument("--articles", type=Path, default=Path("fixtures/articles"))
+    parser.add_argument("--recordings", type=Path, default=Path("fixtures/recordings"))
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        if args.answers is None:
+            parser.error("build needs the folder of answers")
+        count = build(args.articles, args.answers, args.recordings)
+    else:
+        count = restamp(args.articles, args.recordings)
+    print(f"{count} recording(s) written to {args.recordings}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Checks over a typed section: structure beyond the schema, and the language of every field."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from pipeline.schema import Lang, ModelPart, Section, Tag
+from pipeline.validate.findings import Finding
+
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+_MARKUP = re.compile(r"<\s*/?\s*[a-zA-Z][^>]*>|javascript:|\bon[a-z]+\s*=", re.IGNORECASE)
+
+
+def section_fields(section: Section) -> Iterator[tuple[str, str]]:
+    """Every text field of a section as (path, text)."""
+    yield "title", section.title
+    yield "summary", section.summary
+    for i, bullet in enumerate(section.tldr):
+        yield f"tldr[{i}]", bullet
+    for i, row in enumerate(section.key_data):
+        yield f"key_data[{i}].entity", row.entity
+        yield f"key_data[{i}].info", row.info
+        if row.metric is not None:
+            yield f"key_data[{i}].metric", row.metric
+    for i, paragraph in enumerate(section.analysis):
+        yield f"analysis[{i}]", paragraph
+    for i, insight in enumerate(section.insights):
+        yield f"insights[{i}]", insight
+    for i, item in enumerate(section.faq):
+        yield f"faq[{i}].question", item.question
+        yield f"faq[{i}].answer", item.answer
+
+
+def check_section(lang: Lang, section: Section) -> list[Finding]:
+    findings = list(_blank_fields(lang, section))
+    findings += _duplicates(lang, section)
+    findings += _language(lang, section)
+    findings += _markup(lang, section)
+    return findings
+
+
+def check_tags(tags: list[Tag]) -> list[Finding]:
+    findings: list[Finding] = []
+    for i, tag in enumerate(tags):
+        if _HAN.search(tag.en):
+            findings.append(Finding("language", "error", "en", f"tags[{i}].en",
+                                    "the English tag label contains Chinese characters", tag.en))  # fmt: skip
+        if not _HAN.search(tag.zh):
+            findings.append(Finding("language", "error", "en", f"tags[{i}].zh",
+                                    "the Chinese tag label is not written in Chinese", tag.zh))  # fmt: skip
+    labels = [tag.en.strip().lower() for tag in tags]
+    if len(set(labels)) != len(labels):
+        findings.append(Finding("structure", "error", "en", "tags", "duplicate tags"))
+    return findings
+
+
+def check_part(part: ModelPart) -> list[Finding]:
+    """Every check that needs no source article."""
+    return check_tags(part.tags) + check_section("en", part.en) + check_section("zh", part.zh)
+
+
+def _blank_fields(lang: Lang, section: Section) -> Iterator[Finding]:
+    for path, text in section_fields(section):
+        if not text.strip():
+            yield Finding("structure", "error", lang, f"{lang}.{path}", "empty or whitespace-only")
+
+
+def _duplicates(lang: Lang, section: Section) -> Iterator[Finding]:
+    lists: dict[str, list[str]] = {
+        "tldr": section.tldr,
+        "analysis": section.analysis,
+        "insights": section.insights,
+        "faq": [item.question for item in section.faq],
+        "key_data": [f"{r.entity}|{r.info}|{r.metric}" for r in section.key_data],
+    }
+    for name, items in lists.items():
+        seen: set[str] = set()
+        for i, item in enumerate(items):
+            norm = " ".join(item.lower().split())
+            if norm in seen:
+                yield Finding("structure", "error", lang, f"{lang}.{name}[{i}]", "duplicate item", item)
+            seen.add(norm)
+
+
+def _language(lang: Lang, section: Section) -> Iterator[Finding]:
+    for path, text in section_fields(section):
+        problem = english_problem(text) if lang == "en" else chinese_problem(text, path)
+        if problem:
+            yield Finding("language", "error", lang, f"{lang}.{path}", problem, text)
+
+
+def english_problem(text: str) -> str | None:
+    """Why `text` is not acceptable English, or None. Han characters are allowed only inside names."""
+    han = len(_HAN.findall(text))
+    if han == 0:
+        return None
+    latin = sum(len(w) for w in _LATIN_WORD.findall(text))
+    if han > 0.2 * max(latin, 1) or han > 12:
+        return "written in Chinese in an English field"
+    return None
+
+
+def chinese_problem(text: str, path: str) -> str | None:
+    """Why `text` is not acceptable Chinese, or None. Metrics and entities may be Latin or figures."""
+    han = len(_HAN.findall(text))
+    latin = sum(len(w) for w in _LATIN_WORD.findall(text))
+    if path.endswith(".metric") or path.endswith(".entity"):
+        return None if han or latin < 40 else "written in English in a Chinese field"
+    if han == 0:
+        return "not written in Chinese"
+    if latin > 1.5 * han:
+        return "mostly English in a Chinese field"
+    return None
+
+
+def _markup(lang: Lang, section: Section) -> Iterator[Finding]:
+    for path, text in section_fields(section):
+        if _MARKUP.search(text):
+            yield Finding("markup", "warning", lang, f"{lang}.{path}",
+                          "HTML or script in model text (escaped when rendered)", text)  # fmt: skip
