@@ -177,7 +177,7 @@ class Analyzer:
         assert isinstance(en, EnglishAnswer) and isinstance(zh, ChineseAnswer)
         usage = _total(talks)
         calls = sum(t.requests for t in talks.values())
-        warnings = [FindingOut(**f.to_dict()) for f in findings if not f.is_error]  # type: ignore[arg-type]
+        warnings = [FindingOut.model_validate(f.to_dict()) for f in findings if not f.is_error]
         analysis = Analysis(
             article=ArticleMeta(
                 id=article.id, title=article.title, source=article.source, url=article.url,

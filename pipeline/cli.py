@@ -21,7 +21,7 @@ from pipeline.model.base import ChatModel
 from pipeline.model.replay import RecordingModel, ReplayModel
 from pipeline.prompts import PromptBook
 from pipeline.redact import Redactor
-from pipeline.runner import Progress, Runner, RunOptions
+from pipeline.runner import Progress, RunMode, Runner, RunOptions
 
 app = typer.Typer(
     add_completion=False,
@@ -55,7 +55,7 @@ def api_key(settings: Settings) -> str:
     raise ConfigError(f"no API key: set ${settings.api_key_env}, or use --replay DIR to run from recordings")
 
 
-def build_model(settings: Settings, replay: Path | None, record: Path | None) -> tuple[ChatModel, str]:
+def build_model(settings: Settings, replay: Path | None, record: Path | None) -> tuple[ChatModel, RunMode]:
     if replay and record:
         raise ConfigError("--replay and --record exclude each other")
     if replay:

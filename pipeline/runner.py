@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pipeline.analyze import Analyzer, ArticleOutcome
 from pipeline.config import Settings
@@ -36,10 +36,13 @@ class Progress(Protocol):
     def finish(self, report: RunReport) -> None: ...
 
 
+RunMode = Literal["live", "replay", "record"]
+
+
 @dataclass
 class RunOptions:
     out: Path
-    mode: str = "live"
+    mode: RunMode = "live"
     force: bool = False
 
 
@@ -64,7 +67,7 @@ class Runner:
 
     async def run(self, paths: Iterable[str | Path], options: RunOptions) -> RunReport:
         started = time.monotonic()
-        report = RunReport(run_id=new_run_id(), mode=options.mode, model=self.settings.model,  # type: ignore[arg-type]
+        report = RunReport(run_id=new_run_id(), mode=options.mode, model=self.settings.model,
                            prompt_version=self.book.version,
                            started_at=datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
         limits = Limits(self.settings.max_input_bytes, self.settings.max_input_tokens)
@@ -150,5 +153,5 @@ def _entry(article: Article, outcome: ArticleOutcome) -> ArticleEntry:
         usage=outcome.usage,
         stale=outcome.stale,
         notes=notes,
-        findings=[FindingOut(**f.to_dict()) for f in outcome.findings],  # type: ignore[arg-type]
+        findings=[FindingOut.model_validate(f.to_dict()) for f in outcome.findings],
     )

@@ -8,7 +8,9 @@ The SDK's own retries are off (``max_retries=0``); tenacity is the one retry lay
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import openai
@@ -21,7 +23,7 @@ from tenacity import (
 )
 
 from pipeline.config import Settings
-from pipeline.errors import ModelUnavailable
+from pipeline.errors import ConfigError, ModelUnavailable
 from pipeline.model.base import ModelReply, ModelRequest, reply_from_body
 from pipeline.redact import Redactor
 
@@ -68,10 +70,20 @@ def wait_for(state: RetryCallState) -> float:
     return hinted if hinted is not None else _backoff(state)
 
 
+def ensure_allowed(base_url: str | None) -> None:
+    """With NEWSDESK_OFFLINE=1 (set by the test suite) only loopback endpoints may be called."""
+    if os.environ.get("NEWSDESK_OFFLINE") != "1":
+        return
+    host = urlsplit(base_url or "https://api.openai.com/v1").hostname or ""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"NEWSDESK_OFFLINE=1 forbids calling {host or 'the default endpoint'}")
+
+
 class LiveModel:
     """One AsyncOpenAI client per process, pool sized to the concurrency, explicit timeouts."""
 
     def __init__(self, settings: Settings, api_key: str, redactor: Redactor | None = None) -> None:
+        ensure_allowed(settings.base_url)
         self.settings = settings
         self.redactor = redactor or Redactor([api_key])
         pool = max(8, settings.concurrency * 2)

@@ -1,0 +1,46 @@
+"""Shared test fixtures. No test can reach a real model: the environment is scrubbed and
+NEWSDESK_OFFLINE=1 makes the live model refuse any endpoint that is not on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings
+from pipeline.ingest import load_articles
+from pipeline.ingest.article import Article
+from pipeline.prompts import PromptBook
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+ARTICLES = FIXTURES / "articles"
+RECORDINGS = FIXTURES / "recordings"
+
+
+@pytest.fixture(autouse=True)
+def offline_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "NEWSDESK_MODEL", "NEWSDESK_CONCURRENCY",
+                 "NEWSDESK_OUTPUT_MODE", "NEWSDESK_DEBUG"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NEWSDESK_OFFLINE", "1")
+    yield
+
+
+@pytest.fixture(scope="session")
+def fixture_articles() -> list[Article]:
+    loaded = list(load_articles([ARTICLES]))
+    articles = [a for a in loaded if isinstance(a, Article)]
+    assert len(articles) == len(loaded), "every fixture article loads"
+    return articles
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture
+def book(settings: Settings) -> PromptBook:
+    return PromptBook(settings)
