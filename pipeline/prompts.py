@@ -13,7 +13,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +58,24 @@ class Glossary:
 
     def found_in(self, text: str) -> list[Term]:
         """The terms any of whose names occur in `text`."""
-        return [term for term in self.terms if any(_mentions(text, n) for n in term.names())]
+        lowered = text.lower()
+        return [term for term in self.terms if any(mentions(text, lowered, n) for n in term.names())]
 
 
-def _mentions(text: str, name: str) -> bool:
+def mentions(text: str, lowered: str, name: str) -> bool:
+    """Whether `text` names `name`: Latin names whole-word and case-insensitively, others verbatim."""
     if not name:
         return False
-    if name.isascii():
-        return re.search(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9])", text, re.I) is not None
-    return name in text
+    if not name.isascii():
+        return name in text
+    if name.lower() not in lowered:  # cheap test first; the regex only confirms word boundaries
+        return False
+    return _whole_word(name).search(text) is not None
+
+
+@lru_cache(maxsize=4096)
+def _whole_word(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9])", re.IGNORECASE)
 
 
 def load_glossary(paths: list[Path]) -> Glossary:

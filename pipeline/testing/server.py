@@ -666,6 +666,7 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-cased names
     body: Any  # the parsed JSON body, or None
     raw: bytes = field(default=b"", repr=False)
+    received_at: float = field(default_factory=time.monotonic)  # for checking waits between retries
 
 
 Endpoint: TypeAlias = Callable[[RecordedRequest, "tuple[str, ...]"], Reply]
