@@ -35,6 +35,7 @@ from pipeline.schema import (
     Usage,
 )
 from pipeline.validate import Finding, check_part, errors, parse_answer
+from pipeline.validate.source import check_against_source, source_figure_texts
 
 # Checks that need the source article (issue 3 plugs its checks in here).
 SourceCheck = Callable[[ModelPart, Article], list[Finding]]
@@ -75,7 +76,12 @@ class Analyzer:
         self.model = model
         self.book = book
         self.settings = settings
-        self.source_checks = source_checks or []
+        self.source_checks: list[SourceCheck] = (
+            source_checks if source_checks is not None else [self._check_source]
+        )
+
+    def _check_source(self, part: ModelPart, article: Article) -> list[Finding]:
+        return check_against_source(part, article, self.book.glossary)
 
     async def analyze(self, article: Article) -> ArticleOutcome:
         """The finished analysis, or the reason there is none; usage counts every attempt."""
@@ -101,7 +107,7 @@ class Analyzer:
             blocking = errors(findings)
             if not blocking:
                 return self._outcome(article, talks, findings)
-            pending = self._reask(talks, blocking, findings)
+            pending = self._reask(article, talks, blocking, findings)
 
     def _failure(
         self, talks: dict[Lang, Conversation], error: str, findings: list[Finding]
@@ -151,7 +157,7 @@ class Analyzer:
                 findings += check(part, article)
         return findings
 
-    def _reask(self, talks: dict[Lang, Conversation], blocking: list[Finding],
+    def _reask(self, article: Article, talks: dict[Lang, Conversation], blocking: list[Finding],
                findings: list[Finding]) -> list[Lang]:  # fmt: skip
         pending: list[Lang] = []
         for lang in LANGS:
@@ -166,8 +172,10 @@ class Analyzer:
                     findings,
                 )
             talk.reasks += 1
+            about_figures = any(f.check in ("grounding", "parity") for f in mine)
+            figures = source_figure_texts(article) if about_figures else []
             talk.messages = [*talk.messages, {"role": "assistant", "content": talk.content or ""},
-                             self.book.reask(mine, [])]  # fmt: skip
+                             self.book.reask(mine, figures)]  # fmt: skip
             pending.append(lang)
         return pending
 

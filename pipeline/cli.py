@@ -15,13 +15,15 @@ from typing import Annotated, NoReturn
 import typer
 
 from pipeline.config import Settings, resolve_settings
-from pipeline.console import PlainProgress, RichProgress
-from pipeline.errors import ConfigError, LockedError, NewsdeskError
+from pipeline.console import PlainProgress, RichProgress, show_findings
+from pipeline.errors import ConfigError, InputError, LockedError, NewsdeskError
+from pipeline.ingest import Limits
 from pipeline.model.base import ChatModel
 from pipeline.model.replay import RecordingModel, ReplayModel
 from pipeline.prompts import PromptBook
 from pipeline.redact import Redactor
 from pipeline.runner import Progress, RunMode, Runner, RunOptions
+from pipeline.validate.document import load_source, read_analysis_document, validate_document
 
 app = typer.Typer(
     add_completion=False,
@@ -102,6 +104,35 @@ async def _run(runner: Runner, chat: ChatModel, paths: list[Path], options: RunO
         return await runner.run(paths, options)
     finally:
         await chat.aclose()
+
+
+@app.command("validate")
+def validate_command(
+    analysis: Annotated[Path, typer.Argument(help="analysis.json, or only the part the model writes.")],
+    source: Annotated[
+        str | None, typer.Option(help="The source article (any input format; FILE.jsonl:N for a line).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    config: Annotated[Path | None, typer.Option(help="TOML config file (for the glossary).")] = None,
+) -> None:
+    """Check a saved analysis (and, with --source, its faithfulness to the article).
+
+    Exit 0 when there is no error, 1 when there is any, 2 when an input cannot be read.
+    """
+    try:
+        settings = resolve_settings({}, config)
+        book = PromptBook(settings)
+        data = read_analysis_document(analysis)
+        limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
+        article = load_source(source, limits) if source else None
+    except InputError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except NewsdeskError as exc:
+        fail(exc)
+    findings = validate_document(data, article, book.glossary)
+    show_findings(findings, analysis, article, as_json)
+    raise typer.Exit(1 if any(f.is_error for f in findings) else 0)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import ConfigError
 
@@ -52,6 +52,12 @@ class Settings(BaseModel):
     site_name_zh: str = "新闻分析台"
     disclaimer_en: str = DEFAULT_DISCLAIMER_EN
     disclaimer_zh: str = DEFAULT_DISCLAIMER_ZH
+
+    @model_validator(mode="after")
+    def _ceiling_above_limit(self) -> Settings:
+        if self.max_output_tokens_ceiling < self.max_output_tokens:
+            raise ValueError("max_output_tokens_ceiling must be at least max_output_tokens")
+        return self
 
 
 _ENVIRONMENT = {

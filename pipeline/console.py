@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipeline.ingest.article import Article
 from pipeline.report import STATUSES, ArticleEntry, RunReport
+from pipeline.validate.findings import Finding
 
 _STYLE = {"ok": "green", "failed": "red", "skipped": "cyan", "duplicate": "yellow", "not_started": "magenta"}
 
@@ -82,3 +86,35 @@ class RichProgress:
                           str(entry.attempts), str(tokens), note)  # fmt: skip
         self.console.print(table)
         self.console.print(summary_line(report), highlight=False)
+
+
+def show_findings(findings: list[Finding], analysis: Path, source: Article | None, as_json: bool) -> None:
+    """Print the findings of `newsdesk validate`: JSON, a table on a terminal, else plain lines."""
+    errors = sum(1 for f in findings if f.is_error)
+    warnings = len(findings) - errors
+    if as_json:
+        document = {
+            "file": str(analysis),
+            "source": source.input_path if source else None,
+            "errors": errors,
+            "warnings": warnings,
+            "findings": [f.to_dict() for f in findings],
+        }
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+        return
+    verdict = f"{analysis}: {errors} error(s), {warnings} warning(s)" + ("" if source else " (no --source)")
+    if not sys.stdout.isatty():
+        for finding in findings:
+            print(finding.one_line())
+        print(verdict)
+        return
+    console = Console()
+    if findings:
+        table = Table(show_lines=False)
+        for column in ("Severity", "Check", "Lang", "Field", "Message"):
+            table.add_column(column, overflow="fold")
+        for f in findings:
+            style = "red" if f.is_error else "yellow"
+            table.add_row(f"[{style}]{f.severity}[/]", f.check, f.lang or "-", f.path, f.message)
+        console.print(table)
+    console.print(verdict, highlight=False)

@@ -33,6 +33,16 @@ ANSWER_MODELS: dict[str, type[BaseModel]] = {"en": EnglishAnswer, "zh": ChineseA
 _LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "other": "another language"}
 
 Message = dict[str, str]
+# OpenAI's strict subset rejects string length keywords; the local validators enforce them.
+_UNSUPPORTED_KEYWORDS = frozenset({"minLength", "maxLength"})
+
+
+def _without_keys(node: Any, keys: frozenset[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_keys(v, keys) for k, v in node.items() if k not in keys}
+    if isinstance(node, list):
+        return [_without_keys(v, keys) for v in node]
+    return node
 
 
 def builtin_prompts_dir() -> Path:
@@ -79,7 +89,7 @@ def _whole_word(name: str) -> re.Pattern[str]:
 
 
 def load_glossary(paths: list[Path]) -> Glossary:
-    terms: list[Term] = []
+    terms: dict[tuple[str, str], Term] = {}
     for path in paths:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -89,8 +99,9 @@ def load_glossary(paths: list[Path]) -> Glossary:
             if not isinstance(entry, dict) or not entry.get("en") or not entry.get("zh"):
                 raise ConfigError(f"glossary {path}: term {i + 1} needs both 'en' and 'zh'")
             aliases = tuple(str(a) for a in entry.get("aliases", []))
-            terms.append(Term(str(entry["en"]), str(entry["zh"]), aliases, str(entry.get("kind", "term"))))
-    return Glossary(terms)
+            term = Term(str(entry["en"]), str(entry["zh"]), aliases, str(entry.get("kind", "term")))
+            terms[(term.en, term.zh)] = term  # a later file overrides an identical entry
+    return Glossary(list(terms.values()))
 
 
 class PromptBook:
@@ -121,7 +132,11 @@ class PromptBook:
             raise ConfigError(f"prompt template {name}: {exc}") from None
 
     def schema_for(self, call: Lang) -> dict[str, Any]:
-        return to_strict_json_schema(ANSWER_MODELS[call])
+        """The strict JSON schema sent for a call (string length caps are checked locally instead)."""
+        schema: dict[str, Any] = _without_keys(
+            to_strict_json_schema(ANSWER_MODELS[call]), _UNSUPPORTED_KEYWORDS
+        )
+        return schema
 
     def messages(self, article: Article, call: Lang) -> list[Message]:
         """The first request of one call."""
@@ -170,6 +185,7 @@ class PromptBook:
         for call in ("en", "zh"):
             digest.update(json.dumps(self.schema_for(call), sort_keys=True).encode())
         s = self.settings
-        params = [SCHEMA_VERSION, s.output_mode, s.temperature, s.max_output_tokens, s.token_limit_param]
+        params = [SCHEMA_VERSION, s.output_mode, s.temperature, s.max_output_tokens, s.token_limit_param,
+                  s.site_name]  # fmt: skip
         digest.update(json.dumps(params).encode())
         return digest.hexdigest()[:12]

@@ -7,6 +7,7 @@ content, prompt version, schema version and model is skipped without a model cal
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from collections.abc import Iterable
@@ -130,6 +131,17 @@ class Runner:
         )
 
     async def _process(self, article: Article, out: Path) -> ArticleEntry:
+        try:
+            return await self._analyze_and_write(article, out)
+        except Exception as exc:  # one article's bug never stops the batch
+            if os.environ.get("NEWSDESK_DEBUG"):
+                raise
+            error = (
+                f"internal error ({type(exc).__name__}: {exc}); rerun with NEWSDESK_DEBUG=1 for the traceback"
+            )
+            return ArticleEntry(id=article.id, source=article.input_path, status="failed", error=error)
+
+    async def _analyze_and_write(self, article: Article, out: Path) -> ArticleEntry:
         outcome = await self.analyzer.analyze(article)
         entry = _entry(article, outcome)
         if outcome.analysis is not None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from pipeline.schema import Analysis, Section
 
@@ -43,8 +45,9 @@ def _env() -> Environment:
     )
 
 
-def _css() -> str:
-    return _env().get_template("base.css.j2").render()
+def _css() -> Markup:
+    """The stylesheet, ours and trusted: marked safe so autoescaping leaves its quotes alone."""
+    return Markup(_env().get_template("base.css.j2").render())
 
 
 def safe_href(url: str | None) -> str | None:
@@ -66,18 +69,23 @@ def safe_href(url: str | None) -> str | None:
 def render_article_html(analysis: Analysis, site: SiteInfo | None = None) -> str:
     site = site or SiteInfo()
     sections = [
-        {"lang_attr": "en", "section": analysis.en, "labels": _LABELS["en"]},
-        {"lang_attr": "zh-Hans", "section": analysis.zh, "labels": _LABELS["zh"]},
+        {"lang_attr": "en", "section": analysis.en, "labels": _LABELS["en"], "heading": "English"},
+        {"lang_attr": "zh-Hans", "section": analysis.zh, "labels": _LABELS["zh"], "heading": "中文"},
     ]
     return _env().get_template("article.html.j2").render(
         a=analysis, sections=sections, css=_css(), site_name=site.name, site_name_zh=site.name_zh,
-        source_href=safe_href(analysis.article.url),
+        source_href=safe_href(analysis.article.url), source_lang=_text_lang(analysis.article.source or ""),
+        published_day=(analysis.article.published_at or "")[:10],
     )  # fmt: skip
+
+
+def _text_lang(text: str) -> str:
+    return "zh-Hans" if re.search(r"[\u4e00-\u9fff]", text) else "en"
 
 
 def render_index_html(analyses: list[Analysis], site: SiteInfo | None = None) -> str:
     site = site or SiteInfo()
-    ordered = sorted(analyses, key=_sort_date, reverse=True)
+    ordered = sorted(analyses, key=_instant, reverse=True)
     entries = [_index_entry(a) for a in ordered]
     all_tags = sorted({tag.en for a in analyses for tag in a.tags})
     disclaimer = ordered[0].disclaimer if ordered else None
@@ -91,11 +99,25 @@ def _sort_date(analysis: Analysis) -> str:
     return analysis.article.published_at or analysis.generation.created_at
 
 
+def _instant(analysis: Analysis) -> datetime:
+    """When the article was published (else generated), comparable across time zones."""
+    for raw in (analysis.article.published_at, analysis.generation.created_at):
+        if not raw:
+            continue
+        try:
+            moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return datetime.min.replace(tzinfo=UTC)
+
+
 def _index_entry(analysis: Analysis) -> dict[str, Any]:
     return {
         "href": f"articles/{analysis.article.id}/article.html",
         "title_en": analysis.en.title, "title_zh": analysis.zh.title,
-        "date": _sort_date(analysis)[:10],
+        "date": _instant(analysis).astimezone(UTC).isoformat(),  # sortable as text in the page script
+        "day": _sort_date(analysis)[:10],
         "hot": analysis.scores.hot, "quality": analysis.scores.quality, "impact": analysis.scores.impact,
         "tags_attr": "|".join(t.en for t in analysis.tags),
         "tags_label": ", ".join(f"{t.en} {t.zh}" for t in analysis.tags),
@@ -121,8 +143,8 @@ def render_article_markdown(analysis: Analysis) -> str:
     lines += [f"Source: [{source}](<{href}>)" if href else f"Source: {source}", ""]
     lines += [f"**Hot 热度** {a.scores.hot} · **Quality 质量** {a.scores.quality} · "
               f"**Impact 影响力** {a.scores.impact}", "", "## Analysis 深度分析", ""]  # fmt: skip
-    lines += _markdown_section(a.en, _LABELS["en"])
-    lines += _markdown_section(a.zh, _LABELS["zh"])
+    lines += ["**English**", "", *_markdown_section(a.en, _LABELS["en"])]
+    lines += ["**中文**", "", *_markdown_section(a.zh, _LABELS["zh"])]
     lines += ["Tags: " + ", ".join(f"{md_escape(t.en)} {md_escape(t.zh)}" for t in a.tags), ""]
     lines += ["---", "", f"Disclaimer: {md_escape(a.disclaimer.en)}", "", md_escape(a.disclaimer.zh), ""]
     return "\n".join(lines)

@@ -32,6 +32,7 @@ from pipeline.ingest.formats import (
 
 __all__ = ["Article", "InputFailure", "Limits", "discover", "load_articles", "load_file"]
 
+MIN_TEXT_CHARS = 20  # fewer visible characters than this is a stub, not an article
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl")
 
 
@@ -166,7 +167,7 @@ def _load_jsonl_line(line: bytes, label: str, name: str, limits: Limits) -> Load
     if len(line) > limits.max_input_bytes:
         return InputFailure(label, f"line is over the {limits.max_input_bytes:,}-byte cap")
     try:
-        raw = parse_json_object(line.decode("utf-8-sig"))
+        raw = parse_json_object(line.decode("utf-8-sig").rstrip("\r\n"))
         return _build(raw, label, name, limits)
     except UnicodeDecodeError:
         return InputFailure(label, "line is not valid UTF-8")
@@ -176,12 +177,18 @@ def _load_jsonl_line(line: bytes, label: str, name: str, limits: Limits) -> Load
 
 def _build(raw: RawArticle, label: str, name: str, limits: Limits) -> Loaded:
     text = raw.text.strip()
-    if not text:
-        return InputFailure(label, "no article text found")
+    visible = len("".join(text.split()))
+    if visible < MIN_TEXT_CHARS:
+        reason = f"no article text found (only {visible} characters)" if visible else "no article text found"
+        return InputFailure(label, reason)
     title = (raw.title or "").strip() or text.split("\n", 1)[0][:200]
     text, truncated = truncate_to_tokens(text, limits.max_input_tokens)
     sha = content_hash(title, text)
-    notes = (f"article cut to {limits.max_input_tokens} tokens at a paragraph boundary",) if truncated else ()
+    notes = (
+        (f"article cut to {limits.max_input_tokens} tokens at a paragraph or sentence boundary",)
+        if truncated
+        else ()
+    )
     return Article(
         id=make_article_id(title, name, sha),
         title=title,

@@ -116,8 +116,23 @@ def truncate_to_tokens(text: str, budget: int) -> tuple[str, bool]:
             break
         kept.append(paragraph)
         used += cost
-    if not kept:  # one giant paragraph: cut at the last sentence end that fits
-        head = text[: budget * 2]
-        cut = max(head.rfind(mark) for mark in (". ", "。", "！", "？", "\n"))
-        kept = [head[: cut + 1] if cut > 0 else head]
+    if not kept:  # one giant first paragraph: keep the sentences that fit
+        kept = [_cut_sentences(text.split("\n\n", 1)[0], budget)]
     return "\n\n".join(kept).strip(), True
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
+
+
+def _cut_sentences(paragraph: str, budget: int) -> str:
+    kept = ""
+    for sentence in _SENTENCE_END.split(paragraph):
+        if estimate_tokens(kept + sentence) > budget:
+            break
+        kept += sentence
+    if kept:
+        return kept
+    cut = len(paragraph)  # no sentence fits: the longest prefix that does
+    while cut > 0 and estimate_tokens(paragraph[:cut]) > budget:
+        cut = cut * 3 // 4
+    return paragraph[:cut]

@@ -18,10 +18,10 @@ class UndecodableError(ValueError):
 
 
 def looks_binary(data: bytes) -> bool:
-    head = data[:8192]
-    if b"\x00" in head:
-        return not (head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE))
-    return False
+    """NUL bytes anywhere (UTF-16 text, which has them, starts with its byte-order mark)."""
+    if data.startswith(codecs.BOM_UTF16_LE) or data.startswith(codecs.BOM_UTF16_BE):
+        return False
+    return b"\x00" in data
 
 
 def declared_html_charset(data: bytes) -> str | None:
@@ -40,12 +40,15 @@ def declared_html_charset(data: bytes) -> str | None:
 def decode_text(data: bytes, declared: str | None = None) -> str:
     """Decode `data`, trusting (in order) a BOM, strict UTF-8, a declared charset, then detection."""
     for bom, codec in (
-        (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF8, "utf-8-sig"),
         (codecs.BOM_UTF16_LE, "utf-16"),
         (codecs.BOM_UTF16_BE, "utf-16"),
     ):
         if data.startswith(bom):
-            return data.decode("utf-8-sig" if codec == "utf-8" else codec)
+            try:
+                return data.decode(codec)
+            except UnicodeError:
+                raise UndecodableError(f"has a byte-order mark but is not valid {codec}") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -53,7 +56,7 @@ def decode_text(data: bytes, declared: str | None = None) -> str:
     if declared and declared not in ("utf-8", "utf8"):
         try:
             return data.decode(declared)
-        except (UnicodeDecodeError, LookupError):
+        except (UnicodeError, LookupError):
             pass
     return _detect(data)
 

@@ -42,6 +42,7 @@ class RawArticle:
 
 def normalise_text(text: str) -> str:
     """Unix newlines, no trailing spaces, paragraphs separated by one blank line."""
+    text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates from JSON escapes
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u3000", " ")
     lines = [line.rstrip() for line in text.split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
@@ -94,6 +95,8 @@ def _front_matter(block: str) -> dict[str, str]:
         data = yaml.safe_load(block)
     except yaml.YAMLError as exc:
         raise FormatError(f"malformed YAML front matter: {_first_line(exc)}") from None
+    except RecursionError:
+        raise FormatError("malformed YAML front matter: nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -133,6 +136,10 @@ def parse_json_object(text: str) -> RawArticle:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise FormatError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise FormatError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise FormatError(f"malformed JSON: {_first_line(exc)[:120]}") from None
     return article_from_mapping(data)
 
 
@@ -160,7 +167,7 @@ def _meta(fields: dict[str, str]) -> dict[str, str | None]:
 def _str_or_none(value: object) -> str | None:
     if value is None or isinstance(value, (dict, list)):
         return None
-    text = str(value).strip()
+    text = str(value).encode("utf-8", "replace").decode("utf-8").strip()
     return text or None
 
 

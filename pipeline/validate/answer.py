@@ -25,10 +25,11 @@ def extract_json(content: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        start, end = text.find("{"), text.rfind("}")
-        if start == -1 or end <= start:
+        start = text.find("{")
+        if start == -1:
             raise
-        return json.loads(text[start : end + 1])
+        value, _ = json.JSONDecoder().raw_decode(text, start)  # the first object; prose after it is ignored
+        return value
 
 
 def parse_answer(call: Literal["en", "zh"], content: str | None) -> tuple[BaseModel | None, list[Finding]]:
@@ -45,8 +46,16 @@ def parse_answer(call: Literal["en", "zh"], content: str | None) -> tuple[BaseMo
         return None, [_schema_finding(call, error) for error in exc.errors()]
 
 
+def field_path(loc: Any) -> str:
+    """("en", "tldr", 0) -> "en.tldr[0]", the style every finding uses."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
 def _schema_finding(call: Literal["en", "zh"], error: Any) -> Finding:
-    path = ".".join(str(part) for part in error["loc"])
+    path = field_path(error["loc"])
     value = error.get("input")
     text = value if isinstance(value, str) else None
     check = "structure" if error["type"] in _STRUCTURE_TYPES else "schema"

@@ -5,10 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import hanzidentifier
+
 from pipeline.schema import Lang, ModelPart, Section, Tag
 from pipeline.validate.findings import Finding
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_CJK_PUNCTUATION = re.compile(r"[。，；！？、]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 _MARKUP = re.compile(r"<\s*/?\s*[a-zA-Z][^>]*>|javascript:|\bon[a-z]+\s*=", re.IGNORECASE)
 
@@ -50,6 +54,9 @@ def check_tags(tags: list[Tag]) -> list[Finding]:
         if not _HAN.search(tag.zh):
             findings.append(Finding("language", "error", "en", f"tags[{i}].zh",
                                     "the Chinese tag label is not written in Chinese", tag.zh))  # fmt: skip
+        elif traditional_characters(tag.zh):
+            findings.append(Finding("language", "error", "en", f"tags[{i}].zh",
+                                    "the Chinese tag label uses Traditional characters", tag.zh))  # fmt: skip
     labels = [tag.en.strip().lower() for tag in tags]
     if len(set(labels)) != len(labels):
         findings.append(Finding("structure", "error", "en", "tags", "duplicate tags"))
@@ -99,11 +106,24 @@ def english_problem(text: str) -> str | None:
     latin = sum(len(w) for w in _LATIN_WORD.findall(text))
     if han > 0.2 * max(latin, 1) or han > 12:
         return "written in Chinese in an English field"
+    if any(len(run) > 6 for run in _HAN_RUN.findall(text)) or _CJK_PUNCTUATION.search(text):
+        return "contains a Chinese sentence in an English field (Han characters belong only in names)"
     return None
+
+
+def traditional_characters(text: str) -> str:
+    """The characters of `text` that are Traditional-only (empty for Simplified Chinese)."""
+    if hanzidentifier.identify(text) not in (hanzidentifier.TRADITIONAL, hanzidentifier.MIXED):
+        return ""
+    found = dict.fromkeys(ch for ch in text if hanzidentifier.identify(ch) == hanzidentifier.TRADITIONAL)
+    return "".join(found)
 
 
 def chinese_problem(text: str, path: str) -> str | None:
     """Why `text` is not acceptable Chinese, or None. Metrics and entities may be Latin or figures."""
+    traditional = traditional_characters(text)
+    if traditional:
+        return f"Traditional characters in Simplified Chinese text: {traditional}"
     han = len(_HAN.findall(text))
     latin = sum(len(w) for w in _LATIN_WORD.findall(text))
     if path.endswith(".metric") or path.endswith(".entity"):

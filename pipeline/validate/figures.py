@@ -1,0 +1,418 @@
+"""Figures in English and Chinese text, parsed to values so that they can be compared.
+
+"$900 million", "US$0.9bn", "9亿美元" and "九亿美元" all parse to 900,000,000 USD; "90亿美元" does
+not match them. Two figures match when their values agree within the rounding of the precision
+they are written with (capped at 5%), and their kinds and units do not conflict.
+
+Answers are parsed conservatively (only what is clearly a figure); source articles are parsed
+liberally as well (number words, bare Chinese numerals), so that a figure a model writes as
+digits is found in a source that spells it out.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Literal
+
+Kind = Literal["money", "percent", "year", "quarter", "month", "quantity", "number"]
+
+_EN_MAGNITUDES = {
+    "thousand": 1e3, "k": 1e3, "million": 1e6, "mn": 1e6, "mln": 1e6, "m": 1e6,
+    "billion": 1e9, "bn": 1e9, "b": 1e9, "trillion": 1e12, "tn": 1e12, "trn": 1e12,
+}  # fmt: skip
+_ZH_MAGNITUDES = {"十": 10.0, "百": 100.0, "千": 1e3, "万": 1e4, "亿": 1e8}
+_CURRENCY_PREFIXES = {
+    "us$": "USD", "usd": "USD", "$": "USD", "€": "EUR", "eur": "EUR", "£": "GBP", "gbp": "GBP",
+    "¥": "CNY", "rmb": "CNY", "cny": "CNY", "hk$": "HKD", "hkd": "HKD", "a$": "AUD", "c$": "CAD",
+    "s$": "SGD", "jpy": "JPY", "€ ": "EUR",
+}  # fmt: skip
+_CURRENCY_WORDS = {
+    "dollars": "USD", "dollar": "USD", "euros": "EUR", "euro": "EUR", "pounds": "GBP",
+    "yuan": "CNY", "renminbi": "CNY", "yen": "JPY", "won": "KRW", "rupees": "INR",
+}  # fmt: skip
+_ZH_CURRENCIES = {
+    "美元": "USD", "人民币": "CNY", "元人民币": "CNY", "元": "CNY", "欧元": "EUR", "港元": "HKD",
+    "港币": "HKD", "英镑": "GBP", "日元": "JPY", "韩元": "KRW", "澳元": "AUD", "加元": "CAD",
+}  # fmt: skip
+# unit -> (dimension, factor to the dimension's base unit)
+_UNITS: dict[str, tuple[str, float]] = {
+    "wh": ("energy", 1.0), "kwh": ("energy", 1e3), "mwh": ("energy", 1e6), "gwh": ("energy", 1e9),
+    "twh": ("energy", 1e12), "w": ("power", 1.0), "kw": ("power", 1e3), "mw": ("power", 1e6),
+    "gw": ("power", 1e9), "tw": ("power", 1e12), "km": ("distance", 1e3), "kilometres": ("distance", 1e3),
+    "kilometers": ("distance", 1e3), "miles": ("miles", 1.0), "tonnes": ("mass", 1e3),
+    "tons": ("mass", 1e3), "tonne": ("mass", 1e3), "kg": ("mass", 1.0), "teu": ("teu", 1.0),
+    "teus": ("teu", 1.0), "feu": ("feu", 1.0), "nm": ("length_nm", 1.0), "nanometre": ("length_nm", 1.0),
+    "nanometer": ("length_nm", 1.0), "barrels": ("barrels", 1.0), "bpd": ("barrels", 1.0),
+    "瓦时": ("energy", 1.0), "千瓦时": ("energy", 1e3), "度": ("energy", 1e3), "兆瓦时": ("energy", 1e6),
+    "吉瓦时": ("energy", 1e9), "太瓦时": ("energy", 1e12), "瓦": ("power", 1.0), "千瓦": ("power", 1e3),
+    "兆瓦": ("power", 1e6), "吉瓦": ("power", 1e9), "公里": ("distance", 1e3), "千米": ("distance", 1e3),
+    "吨": ("mass", 1e3), "公斤": ("mass", 1.0), "千克": ("mass", 1.0), "纳米": ("length_nm", 1.0),
+    "英里": ("miles", 1.0), "桶": ("barrels", 1.0),
+}  # fmt: skip
+for _prefix, _factor in (("", 1.0), ("kilo", 1e3), ("mega", 1e6), ("giga", 1e9), ("tera", 1e12)):
+    for _plural in ("", "s"):
+        _UNITS[f"{_prefix}watt{_plural}"] = ("power", _factor)
+        for _sep in ("-", " "):
+            _UNITS[f"{_prefix}watt{_sep}hours"[: None if _plural else -1]] = ("energy", _factor)
+_EN_MONTHS = {
+    "january": 1, "february": 2, "march": 3, "april": 4, "may": 5, "june": 6, "july": 7,
+    "august": 8, "september": 9, "october": 10, "november": 11, "december": 12,
+}  # fmt: skip
+_EN_ORDINAL_QUARTERS = {"first": 1, "second": 2, "third": 3, "fourth": 4}
+_EN_NUMBER_WORDS = {
+    w: float(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "  # noqa: SIM905
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+_EN_NUMBER_WORDS.update({"thirty": 30.0, "forty": 40.0, "fifty": 50.0, "sixty": 60.0, "seventy": 70.0,
+                         "eighty": 80.0, "ninety": 90.0, "hundred": 100.0, "dozen": 12.0})  # fmt: skip
+_APPROX_BEFORE = re.compile(
+    r"(?:about|around|approximately|roughly|nearly|almost|over|more than|less than|up to|at least|"
+    r"约|大约|近|超过|逾|接近|将近)\s*$",
+    re.IGNORECASE,
+)
+_APPROX_AFTER = re.compile(r"^\s*(?:左右|多|余|以上|以下)")
+
+_NUM = r"\d+(?:,\d{3})*(?:\.\d+)?|\d*\.\d+"
+_CN_DIGITS = "零〇一二两三四五六七八九"
+_CN_NUM_CHARS = _CN_DIGITS + "十百千万亿点"
+_EN_MAG = r"(?:thousand|million|billion|trillion|mn|mln|bn|tn|trn|k|m|b)"
+_EN_UNIT = "|".join(sorted((re.escape(u) for u in _UNITS if u.isascii()), key=len, reverse=True))
+_ZH_UNIT = "|".join(sorted((re.escape(u) for u in _UNITS if not u.isascii()), key=len, reverse=True))
+_ZH_CUR = "|".join(sorted((re.escape(c) for c in _ZH_CURRENCIES), key=len, reverse=True))
+_CUR_PREFIX = r"(?:US\$|HK\$|A\$|C\$|S\$|USD|EUR|GBP|RMB|CNY|HKD|JPY|\$|€|£|¥)"
+
+# One English figure: optional currency, number, optional range tail, magnitude, unit/percent.
+_EN_FIGURE = re.compile(
+    rf"(?P<cur>{_CUR_PREFIX})?\s?(?P<num>{_NUM})"
+    rf"(?:\s?(?:-|–|—|to)\s?(?P<cur2>{_CUR_PREFIX})?\s?(?P<num2>{_NUM}))?"
+    rf"(?:\s?(?P<mag>{_EN_MAG})\b)?"
+    rf"(?:\s?(?P<pct>%|percentage[\s-]+points?\b|per\s?cent\b|percent\b|pp\b|basis\s+points?\b|bps?\b)"
+    rf"|\s?(?P<unit>{_EN_UNIT})\b|\s(?P<curword>dollars?|euros?|pounds|yuan|renminbi|yen)\b)?",
+    re.IGNORECASE,
+)
+_ZH_FIGURE = re.compile(
+    rf"(?P<pre>百分之)?(?P<num>{_NUM}|[{_CN_DIGITS}十][{_CN_NUM_CHARS}]*|[百千万](?=[万亿]))"
+    rf"(?:\s?(?:-|–|—|~|～|至|到)\s?(?:百分之)?(?P<num2>{_NUM}|[{_CN_DIGITS}十][{_CN_NUM_CHARS}]*))?"
+    rf"(?P<mag>[十百千万亿]+)?"
+    rf"\s?(?P<tail>%|％|个百分点|个基点|(?:{_ZH_CUR})|(?:{_ZH_UNIT})|(?:{_EN_UNIT})(?![A-Za-z])|年|月份|月|个月)?",
+    re.IGNORECASE,
+)
+_EN_QUARTER = re.compile(r"\bQ([1-4])\b|\b(first|second|third|fourth)[- ]quarter\b", re.I)
+_ZH_QUARTER = re.compile(r"(?<!前)第?([一二三四1-4])季度")
+_EN_MONTH = re.compile(r"\b(January|February|March|April|May|June|July|August|September|October|"
+                       r"November|December)\b")  # fmt: skip
+_EN_WORD_NUMBER = re.compile(r"\b(" + "|".join(_EN_NUMBER_WORDS) + r")\b", re.I)
+_SKIP_BEFORE_ZH = ("第", "数", "几", "上", "之")
+_ZH_WORDS_NOT_NUMBERS = (
+    "一些", "一方面", "一直", "一起", "一定", "一致", "一样", "一般", "一体", "一旦",
+    "统一", "唯一", "之一", "进一步", "万一", "一边", "一度", "一时", "一路",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure: what kind, its value in base units, the unit or currency, and how precise."""
+
+    kind: Kind
+    value: float
+    unit: str | None  # a currency code, a unit dimension, "pp" for percentage points
+    tolerance: float
+    text: str
+    approx: bool = False
+
+    def matches(self, other: Figure) -> bool:
+        if not _compatible(self, other):
+            return False
+        if self.kind in ("year", "quarter", "month") or other.kind in ("year", "quarter", "month"):
+            return self.value == other.value
+        slack = max(self.tolerance, other.tolerance) + 1e-9 * max(abs(self.value), abs(other.value), 1.0)
+        return abs(self.value - other.value) <= slack
+
+    def scaled_slip_of(self, other: Figure) -> bool:
+        """Whether this figure is `other` with its magnitude moved (万/亿, million/billion, a decimal)."""
+        if not _compatible(self, other) or self.kind in ("year", "quarter", "month") or other.value == 0:
+            return False
+        if self.unit is None or other.unit is None:
+            return False
+        ratio = self.value / other.value
+        if ratio <= 0:
+            return False
+        power = round(math.log10(ratio))
+        return power != 0 and abs(ratio / 10**power - 1) < 0.02
+
+
+def _compatible(a: Figure, b: Figure) -> bool:
+    if {a.kind, b.kind} <= {"year", "number"}:
+        return True
+    if "number" in (a.kind, b.kind):
+        return a.kind not in ("month", "quarter") and b.kind not in ("month", "quarter")
+    if a.kind != b.kind:
+        return False
+    return a.unit is None or b.unit is None or a.unit == b.unit
+
+
+def tolerance_of(number_text: str, scale: float) -> float:
+    """Half a unit of the last digit written, at most 5% of the value."""
+    digits = number_text.replace(",", "")
+    decimals = len(digits.split(".")[1]) if "." in digits else 0
+    half_unit: float = 0.5 * 10.0 ** (-decimals) * scale
+    value = abs(float(digits)) * scale if _is_float(digits) else 0.0
+    return min(half_unit, 0.05 * value) if value else half_unit
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def figures_in(text: str, *, liberal: bool = False) -> list[Figure]:
+    """Every figure in `text`. `liberal` also reads number words and bare Chinese numerals."""
+    found: list[Figure] = []
+    taken: list[tuple[int, int]] = []
+    for group, span in _all_figures(text, liberal):
+        if any(span[0] < end and start < span[1] for start, end in taken):
+            continue
+        taken.append(span)
+        approx = bool(_APPROX_BEFORE.search(text[max(0, span[0] - 20) : span[0]])) or bool(
+            _APPROX_AFTER.match(text[span[1] : span[1] + 4])
+        )
+        found.extend(replace(f, approx=True) for f in group) if approx else found.extend(group)
+    return found
+
+
+Found = tuple[list[Figure], tuple[int, int]]  # the figures of one match (two for a range), its span
+
+
+def _all_figures(text: str, liberal: bool) -> Iterator[Found]:
+    yield from _quarters(text)
+    yield from _months(text)
+    yield from _chinese_figures(text, liberal)
+    yield from _english_figures(text)
+    if liberal:
+        yield from _number_words(text)
+
+
+def _quarters(text: str) -> Iterator[Found]:
+    for match in _EN_QUARTER.finditer(text):
+        value = int(match.group(1)) if match.group(1) else _EN_ORDINAL_QUARTERS[match.group(2).lower()]
+        yield [Figure("quarter", float(value), None, 0.0, match.group(0))], match.span()
+    for match in _ZH_QUARTER.finditer(text):
+        raw = match.group(1)
+        value = int(raw) if raw.isdigit() else "一二三四".index(raw) + 1
+        yield [Figure("quarter", float(value), None, 0.0, match.group(0))], match.span()
+
+
+def _months(text: str) -> Iterator[Found]:
+    for match in _EN_MONTH.finditer(text):
+        name = match.group(1)
+        if name == "May" and not _may_is_month(text, match.start(), match.end()):
+            continue
+        month = _EN_MONTHS[name.lower()]
+        yield [Figure("month", float(month), None, 0.0, name)], match.span()
+
+
+def _may_is_month(text: str, start: int, end: int) -> bool:
+    after = text[end : end + 6]
+    before = text[max(0, start - 8) : start].lower()
+    return bool(re.match(r"\s*(\d|,\s*\d)", after)) or bool(
+        re.search(r"(in|since|by|until|from|of|early|late|mid-?|through|last|next|this)\s*$", before)
+    )
+
+
+def _english_figures(text: str) -> Iterator[Found]:
+    for match in _EN_FIGURE.finditer(text):
+        first = match.start("cur") if match.group("cur") else match.start("num")
+        end = _figure_end(match)
+        if _glued_to_word(text, first, end) or (end < len(text) and text[end] in "十百千万亿"):
+            continue
+        yield _english_match_figures(match), (match.start(), end)
+
+
+def _figure_end(match: re.Match[str]) -> int:
+    """Where the figure proper ends (trailing optional spaces of the pattern excluded)."""
+    return match.start() + len(match.group(0).rstrip())
+
+
+def _glued_to_word(text: str, start: int, end: int | None = None) -> bool:
+    """Numbers that are part of Latin names (H200, 10-K, COVID-19, 5G, B2B) are not figures."""
+    before = text[start - 1] if start > 0 else " "
+    if _latin(before) or before == "_" or (before == "-" and start > 1 and _latin(text[start - 2])):
+        return True
+    if end is None:
+        return False
+    after = text[end] if end < len(text) else " "
+    return _latin(after) or after.isdigit()
+
+
+def _latin(ch: str) -> bool:
+    return ch.isascii() and ch.isalpha()
+
+
+def _english_match_figures(match: re.Match[str]) -> list[Figure]:
+    numbers = [match.group("num")] + ([match.group("num2")] if match.group("num2") else [])
+    mag_text = (match.group("mag") or "").lower()
+    currency = _currency(match.group("cur") or match.group("cur2"), match.group("curword"))
+    if mag_text in ("m", "b", "k") and currency is None:
+        # a bare "m" or "b" is a magnitude only for money ("$900m"); "100m" may be metres
+        return []
+    scale = _EN_MAGNITUDES.get(mag_text, 1.0)
+    figures: list[Figure] = []
+    for raw in numbers:
+        figures.append(_english_figure(raw, scale, currency, match))
+    return figures
+
+
+def _english_figure(raw: str, scale: float, currency: str | None, match: re.Match[str]) -> Figure:
+    value = float(raw.replace(",", "")) * scale
+    tolerance = tolerance_of(raw, scale)
+    text = match.group(0).strip()
+    pct = (match.group("pct") or "").lower()
+    if pct:
+        if pct.startswith("basis") or pct.startswith("bp"):
+            return Figure("percent", value / 100, "pp", tolerance / 100, text)
+        unit = "pp" if pct.startswith("percentage") or pct == "pp" else None
+        return Figure("percent", value, unit, tolerance, text)
+    if currency:
+        return Figure("money", value, currency, tolerance, text)
+    unit_text = (match.group("unit") or "").lower()
+    if unit_text:
+        dimension, factor = _UNITS[unit_text]
+        return Figure("quantity", value * factor, dimension, tolerance * factor, text)
+    if scale == 1.0 and "." not in raw and "," not in raw and 1900 <= value <= 2100 and len(raw) == 4:
+        return Figure("year", value, None, 0.0, text)
+    return Figure("number", value, None, tolerance, text)
+
+
+def _currency(prefix: str | None, word: str | None) -> str | None:
+    if prefix:
+        return _CURRENCY_PREFIXES.get(prefix.lower().strip(), "USD")
+    if word:
+        return _CURRENCY_WORDS.get(word.lower())
+    return None
+
+
+def _chinese_figures(text: str, liberal: bool) -> Iterator[Found]:
+    for match in _ZH_FIGURE.finditer(text):
+        raw = match.group("num")
+        if not raw[0].isdigit() and not _chinese_numeral_is_figure(text, match, liberal):
+            continue
+        if raw[0].isdigit() and not (match.group("mag") or match.group("tail") or match.group("pre")):
+            continue  # plain Arabic numbers are read by the English parser
+        if raw[0].isdigit() and _glued_to_word(text, match.start()):
+            continue
+        yield _chinese_match_figures(match), match.span()
+
+
+def _chinese_numeral_is_figure(text: str, match: re.Match[str], liberal: bool) -> bool:
+    start = match.start()
+    if start > 0 and text[start - 1] in _SKIP_BEFORE_ZH and not match.group("pre"):
+        return False
+    window = text[max(0, start - 2) : match.end() + 2]
+    if any(word in window for word in _ZH_WORDS_NOT_NUMBERS):
+        return False
+    raw = match.group("num")
+    if raw in "百千万":  # "千亿参数" (a hundred billion): a bare magnitude, read in sources only
+        return liberal
+    if raw[0] not in _CN_DIGITS and raw[0] != "十":
+        return False
+    if match.group("pre") or match.group("tail") not in (None, "年", "月", "月份"):
+        return True
+    if match.group("mag") or any(ch in "十百千万亿" for ch in raw):
+        return liberal or len(raw) > 1 or match.group("mag") is not None
+    return liberal and match.group("tail") is None and len(raw) >= 1 and raw not in ("一", "两", "二")
+
+
+def _chinese_match_figures(match: re.Match[str]) -> list[Figure]:
+    mag = match.group("mag") or ""
+    scale = 1.0
+    for ch in mag:
+        scale *= _ZH_MAGNITUDES[ch]
+    tail = match.group("tail") or ""
+    numbers = [match.group("num")] + ([match.group("num2")] if match.group("num2") else [])
+    figures = []
+    for raw in numbers:
+        parsed = _chinese_number(raw)
+        if parsed is None:
+            continue
+        value, digits_text, inner_scale = parsed
+        figure = _chinese_figure(value * scale, tolerance_of(digits_text, inner_scale * scale), tail,
+                                 bool(match.group("pre")), match.group(0))  # fmt: skip
+        if figure is not None:
+            figures.append(figure)
+    return figures
+
+
+def _chinese_figure(value: float, tolerance: float, tail: str, pre: bool, text: str) -> Figure | None:
+    if pre or tail in ("%", "％"):
+        return Figure("percent", value, None, tolerance, text)
+    if tail == "个百分点":
+        return Figure("percent", value, "pp", tolerance, text)
+    if tail == "个基点":
+        return Figure("percent", value / 100, "pp", tolerance / 100, text)
+    if tail in _ZH_CURRENCIES:
+        return Figure("money", value, _ZH_CURRENCIES[tail], tolerance, text)
+    if tail.lower() in _UNITS:
+        dimension, factor = _UNITS[tail.lower()]
+        return Figure("quantity", value * factor, dimension, tolerance * factor, text)
+    if tail == "年":
+        if 1900 <= value <= 2100 and value == int(value):
+            return Figure("year", value, None, 0.0, text)
+        return Figure("number", value, None, tolerance, text)
+    if tail in ("月", "月份"):
+        return Figure("month", value, None, 0.0, text) if 1 <= value <= 12 and value == int(value) else None
+    return Figure("number", value, None, tolerance, text)
+
+
+def _chinese_number(raw: str) -> tuple[float, str, float] | None:
+    """(value, the digits as written, the scale of their last digit) of Arabic or Chinese numerals."""
+    if raw[0].isdigit() or raw[0] == ".":
+        try:
+            return float(raw.replace(",", "")), raw, 1.0
+        except ValueError:
+            return None
+    value = _ZH_MAGNITUDES[raw] if raw in "百千万" else _cn2an(raw)
+    if value is None:
+        return None
+    # the precision of "九亿" is a whole 亿: the scale of the last non-zero numeral
+    trailing = 1.0
+    for ch in reversed(raw):
+        if ch in "十百千万亿":
+            trailing *= _ZH_MAGNITUDES[ch]
+        else:
+            break
+    return value, f"{value / trailing:g}", trailing
+
+
+@lru_cache(maxsize=4096)
+def _cn2an(raw: str) -> float | None:
+    import cn2an  # imported lazily: it loads its tables at import time
+
+    try:
+        value = float(cn2an.cn2an(raw, "smart"))
+    except (ValueError, KeyError, TypeError):
+        return None
+    return value
+
+
+def _number_words(text: str) -> Iterator[Found]:
+    for match in _EN_WORD_NUMBER.finditer(text):
+        value = _EN_NUMBER_WORDS[match.group(1).lower()]
+        yield [Figure("number", value, None, 0.0, match.group(0))], match.span()
+
+
+def describe(figures: Iterable[Figure]) -> list[str]:
+    """The distinct texts of `figures`, in order, for prompts and messages."""
+    seen: dict[str, None] = {}
+    for figure in figures:
+        seen.setdefault(figure.text, None)
+    return list(seen)

@@ -1,0 +1,217 @@
+"""Checks against the source article: grounding, parity and entities.
+
+* grounding (error): every figure in the title, summary, TL;DR, key data and FAQ is in the source;
+  in the deep analysis and insights an unmatched figure is a warning, unless it is a source figure
+  with its magnitude moved (万/亿, million/billion, a decimal point), which is an error.
+* parity: a figure in one language's key data or TL;DR with no counterpart in the other language
+  or in the source is an error; one in the source but missing from the other language is a warning.
+* entities: key-data entities of the section in the source's language appear in the source; in
+  the other section a Latin name must appear in an English source, and a translated name must be
+  resolved through the glossary or the other section's row with the same figure (else a warning).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pipeline.ingest.article import Article
+from pipeline.prompts import Glossary, mentions
+from pipeline.schema import KeyDataRow, Lang, ModelPart, Section
+from pipeline.validate.figures import Figure, describe, figures_in
+from pipeline.validate.findings import Finding, Severity
+
+_OTHER: dict[Lang, Lang] = {"en": "zh", "zh": "en"}
+_LANG_NAME = {"en": "English", "zh": "Chinese"}
+_NAME_SPLIT = re.compile(r"\s*[()（）/、&]\s*|\s+and\s+|\s*,\s*")
+_LATIN_RUN = re.compile(r"[A-Za-z][A-Za-z0-9&.'\- ]*[A-Za-z0-9]|[A-Za-z]{2,}")
+_ZH_AFFIXES = re.compile(r"^(中国|我国)|(股份有限公司|有限责任公司|有限公司|集团公司|集团|公司|股份)$")
+_STOPWORDS = frozenset("the of and for in on at to a an its inc ltd corp co plc llc group".split())  # noqa: SIM905
+
+
+@dataclass
+class Source:
+    """The source article as the checks need it: its text and its figures."""
+
+    article: Article
+    text: str = field(init=False)
+    lowered: str = field(init=False)
+    figures: list[Figure] = field(init=False)
+
+    def __post_init__(self) -> None:
+        meta = " ".join(x for x in (self.article.published_at or "",) if x)
+        self.text = f"{self.article.title}\n{meta}\n{self.article.text}"
+        self.lowered = self.text.lower()
+        self.figures = figures_in(self.text, liberal=True)
+
+    def has(self, figure: Figure) -> bool:
+        return any(figure.matches(known) for known in self.figures)
+
+    def slip_of(self, figure: Figure) -> Figure | None:
+        return next((known for known in self.figures if figure.scaled_slip_of(known)), None)
+
+    def names(self, name: str) -> bool:
+        return mentions(self.text, self.lowered, name) or _loosely_named(self.lowered, name)
+
+
+def strict_fields(lang: Lang, section: Section) -> Iterator[tuple[str, str]]:
+    yield f"{lang}.title", section.title
+    yield f"{lang}.summary", section.summary
+    for i, bullet in enumerate(section.tldr):
+        yield f"{lang}.tldr[{i}]", bullet
+    for i, row in enumerate(section.key_data):
+        yield f"{lang}.key_data[{i}].entity", row.entity
+        yield f"{lang}.key_data[{i}].info", row.info
+        if row.metric is not None:
+            yield f"{lang}.key_data[{i}].metric", row.metric
+    for i, item in enumerate(section.faq):
+        yield f"{lang}.faq[{i}].question", item.question
+        yield f"{lang}.faq[{i}].answer", item.answer
+
+
+def reasoning_fields(lang: Lang, section: Section) -> Iterator[tuple[str, str]]:
+    for i, paragraph in enumerate(section.analysis):
+        yield f"{lang}.analysis[{i}]", paragraph
+    for i, insight in enumerate(section.insights):
+        yield f"{lang}.insights[{i}]", insight
+
+
+def _is_parity_field(path: str) -> bool:
+    return ".tldr[" in path or ".key_data[" in path
+
+
+def check_against_source(part: ModelPart, article: Article, glossary: Glossary) -> list[Finding]:
+    source = Source(article)
+    findings: list[Finding] = []
+    for lang in ("en", "zh"):
+        section = part.en if lang == "en" else part.zh
+        other = part.zh if lang == "en" else part.en
+        other_figures = [f for _, text in _all_fields(_OTHER[lang], other) for f in figures_in(text)]
+        findings += _grounding(lang, section, other_figures, source)
+        findings += _entities(lang, section, other, source, glossary)
+    return findings
+
+
+def _all_fields(lang: Lang, section: Section) -> Iterator[tuple[str, str]]:
+    yield from strict_fields(lang, section)
+    yield from reasoning_fields(lang, section)
+
+
+def _grounding(lang: Lang, section: Section, other_figures: list[Figure], source: Source) -> list[Finding]:
+    findings: list[Finding] = []
+    other_name = _LANG_NAME[_OTHER[lang]]
+    for path, text in strict_fields(lang, section):
+        for figure in figures_in(text):
+            if source.has(figure):
+                if _is_parity_field(path) and not any(figure.matches(o) for o in other_figures):
+                    message = f"{figure.text} is in the source but not in the {other_name} section"
+                    findings.append(Finding("parity", "warning", lang, path, message, figure.text))
+                continue
+            in_other = any(figure.matches(o) for o in other_figures)
+            if _is_parity_field(path) and not in_other:
+                message = f"{figure.text} is in neither the source nor the {other_name} section"
+                findings.append(Finding("parity", "error", lang, path, message, figure.text))
+            else:
+                findings.append(Finding("grounding", "error", lang, path, _not_in_source(figure, source),
+                                        figure.text))  # fmt: skip
+    for path, text in reasoning_fields(lang, section):
+        for figure in figures_in(text):
+            if source.has(figure):
+                continue
+            slipped = source.slip_of(figure)
+            if slipped is not None:
+                message = f"{figure.text} contradicts the source's {slipped.text} (magnitude moved)"
+                findings.append(Finding("grounding", "error", lang, path, message, figure.text))
+            else:
+                message = f"{figure.text} is not in the source (analysis may reason, but check it)"
+                findings.append(Finding("grounding", "warning", lang, path, message, figure.text))
+    return findings
+
+
+def _not_in_source(figure: Figure, source: Source) -> str:
+    slipped = source.slip_of(figure)
+    if slipped is not None:
+        return f"{figure.text} is not in the source; the source says {slipped.text} (magnitude moved)"
+    return f"{figure.text} is not in the source"
+
+
+def source_figure_texts(article: Article, limit: int = 60) -> list[str]:
+    """The source's figures as written, for re-ask prompts."""
+    return describe(figures_in(f"{article.title}\n{article.text}"))[:limit]
+
+
+# --- entities -------------------------------------------------------------------------------
+
+
+def _entities(
+    lang: Lang, section: Section, other: Section, source: Source, glossary: Glossary
+) -> list[Finding]:
+    source_lang = source.article.language
+    if source_lang not in ("en", "zh"):
+        return []
+    findings: list[Finding] = []
+    for i, row in enumerate(section.key_data):
+        path = f"{lang}.key_data[{i}].entity"
+        problem = _entity_problem(lang, row, other, source, glossary)
+        if problem is not None:
+            severity, message = problem
+            findings.append(Finding("entities", severity, lang, path, message, row.entity))
+    return findings
+
+
+def _entity_problem(
+    lang: Lang, row: KeyDataRow, other: Section, source: Source, glossary: Glossary
+) -> tuple[Severity, str] | None:
+    parts = [p for p in _NAME_SPLIT.split(row.entity) if p.strip()]
+    if any(source.names(part) for part in parts):
+        return None
+    if lang == source.article.language:
+        if _via_glossary(parts, source, glossary):
+            return None
+        return "error", f"entity {row.entity!r} does not appear in the source"
+    latin = [run.strip() for part in parts for run in _LATIN_RUN.findall(part) if len(run.strip()) >= 2]
+    if source.article.language == "en" and latin:
+        if any(source.names(name) for name in latin) or _via_glossary(latin, source, glossary):
+            return None
+        return "error", f"the Latin name in {row.entity!r} does not appear in the English source"
+    if _via_glossary(parts, source, glossary) or _via_same_figure(row, other):
+        return None
+    return (
+        "warning",
+        f"entity {row.entity!r} could not be matched to the source (glossary or same-figure row)",
+    )
+
+
+def _via_glossary(parts: list[str], source: Source, glossary: Glossary) -> bool:
+    for term in glossary.terms:
+        names = term.names()
+        lowered = {n.lower() for n in names if n}
+        if any(p.lower() in lowered for p in parts) and any(source.names(n) for n in names):
+            return True
+    return False
+
+
+def _via_same_figure(row: KeyDataRow, other: Section) -> bool:
+    if row.metric is None:
+        return False
+    mine = figures_in(row.metric)
+    if not mine:
+        return False
+    for candidate in other.key_data:
+        theirs = figures_in(candidate.metric or "")
+        if theirs and all(any(a.matches(b) for b in theirs) for a in mine):
+            return True
+    return False
+
+
+def _loosely_named(lowered_source: str, name: str) -> bool:
+    """A name the source writes a little differently: "U.S. Commerce Department", "华电集团"."""
+    if not name.isascii():
+        core = _ZH_AFFIXES.sub("", _ZH_AFFIXES.sub("", name.strip()))
+        return len(core) >= 2 and core in lowered_source
+    words = [w for w in re.findall(r"[a-z0-9]+", name.lower().replace(".", "")) if w not in _STOPWORDS]
+    if not words:
+        return False
+    squeezed = lowered_source.replace(".", "")
+    return all(re.search(rf"(?<![a-z0-9]){re.escape(w)}", squeezed) for w in words)
