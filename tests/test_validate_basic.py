@@ -9,14 +9,13 @@ import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline.schema import LANGS, ChineseAnswer, EnglishAnswer, Lang, ModelPart
 from pipeline.validate import Finding, check_part, errors, parse_answer
-from tests.conftest import FIXTURES, RECORDINGS
+from tests.conftest import RECORDINGS
 
 ARTICLE = "ecb-cuts-rates-to-1-75-as-inflation-undershoots-target-4cd906df18"
 
@@ -367,24 +366,11 @@ def _recorded_pairs() -> list[Any]:
     ]
 
 
-def _authored_pairs() -> list[Any]:
-    pairs = []
-    for en_path in sorted((FIXTURES / "authored").glob("*.en.json")):
-        zh_path = Path(str(en_path).removesuffix(".en.json") + ".zh.json")
-        pairs.append(
-            pytest.param(
-                en_path.read_text(encoding="utf-8"), zh_path.read_text(encoding="utf-8"), id=en_path.name
-            )
-        )
-    return pairs
-
-
-FIXTURE_PAIRS = _recorded_pairs() + _authored_pairs()
+FIXTURE_PAIRS = _recorded_pairs()
 
 
 def test_there_are_fixture_pairs_for_every_article() -> None:
     assert len(_recorded_pairs()) == 13
-    assert len(_authored_pairs()) == 13
 
 
 @pytest.mark.parametrize(("en_text", "zh_text"), FIXTURE_PAIRS)
