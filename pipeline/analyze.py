@@ -52,6 +52,8 @@ class Conversation:
     reasks: int = 0
     length_retries: int = 0
     usage: Usage = field(default_factory=Usage)
+    paid: Usage = field(default_factory=Usage)
+    paid_batch: Usage = field(default_factory=Usage)
     content: str | None = None
     answer: BaseModel | None = None
     parse_findings: list[Finding] = field(default_factory=list)
@@ -63,11 +65,13 @@ class ArticleOutcome:
     """What one article came to: an analysis, or the error that stopped it (never both)."""
 
     analysis: Analysis | None
-    usage: Usage
+    usage: Usage  # every attempt that shaped this article, including journaled ones
     calls: int
     findings: list[Finding]
     stale: bool
     error: str | None = None
+    paid: Usage = field(default_factory=Usage)  # what this run paid for at the live price
+    paid_batch: Usage = field(default_factory=Usage)  # ... and at the Batch API price
 
 
 class Analyzer:
@@ -114,7 +118,8 @@ class Analyzer:
     ) -> ArticleOutcome:
         calls = sum(t.requests for t in talks.values())
         stale = any(t.stale for t in talks.values())
-        return ArticleOutcome(None, _total(talks), calls, findings, stale, error=error)
+        return ArticleOutcome(None, _total(talks), calls, findings, stale, error=error,
+                              paid=_total(talks, "paid"), paid_batch=_total(talks, "paid_batch"))  # fmt: skip
 
     async def _ask(self, article: Article, talk: Conversation) -> None:
         while True:
@@ -123,6 +128,10 @@ class Analyzer:
             talk.requests += 1
             reply = await self.model.complete(ModelRequest(key, body, self.book.version))
             talk.usage = talk.usage + reply.usage
+            if reply.batch:
+                talk.paid_batch = talk.paid_batch + reply.usage
+            elif not reply.journaled:
+                talk.paid = talk.paid + reply.usage
             talk.stale = talk.stale or reply.stale
             if reply.refusal:
                 raise ReplyRefused(f"the model refused the {talk.call} call: {reply.refusal[:200]}")
@@ -202,11 +211,12 @@ class Analyzer:
             ),
         )  # fmt: skip
         stale = any(t.stale for t in talks.values())
-        return ArticleOutcome(analysis, usage, calls, findings, stale)
+        return ArticleOutcome(analysis, usage, calls, findings, stale,
+                              paid=_total(talks, "paid"), paid_batch=_total(talks, "paid_batch"))  # fmt: skip
 
 
-def _total(talks: dict[Lang, Conversation]) -> Usage:
+def _total(talks: dict[Lang, Conversation], which: str = "usage") -> Usage:
     total = Usage()
     for talk in talks.values():
-        total = total + talk.usage
+        total = total + getattr(talk, which)
     return total

@@ -19,10 +19,12 @@ from pipeline.console import PlainProgress, RichProgress, show_findings
 from pipeline.errors import ConfigError, InputError, LockedError, NewsdeskError
 from pipeline.ingest import Limits
 from pipeline.model.base import ChatModel
+from pipeline.model.cache import JOURNAL_DIR, JournaledModel
 from pipeline.model.replay import RecordingModel, ReplayModel
 from pipeline.prompts import PromptBook
 from pipeline.redact import Redactor
-from pipeline.runner import Progress, RunMode, Runner, RunOptions
+from pipeline.report import RunReport
+from pipeline.runner import Progress, RunMode, Runner, RunOptions, parse_shard
 from pipeline.validate.document import load_source, read_analysis_document, validate_document
 
 app = typer.Typer(
@@ -57,18 +59,24 @@ def api_key(settings: Settings) -> str:
     raise ConfigError(f"no API key: set ${settings.api_key_env}, or use --replay DIR to run from recordings")
 
 
-def build_model(settings: Settings, replay: Path | None, record: Path | None) -> tuple[ChatModel, RunMode]:
+def build_model(
+    settings: Settings, replay: Path | None, record: Path | None, out: Path
+) -> tuple[ChatModel, RunMode, JournaledModel | None]:
+    """The model for a run: replay, or live (optionally recording), journaled under OUT/.calls."""
     if replay and record:
         raise ConfigError("--replay and --record exclude each other")
     if replay:
         if not replay.is_dir():
             raise ConfigError(f"--replay {replay}: no such folder of recordings")
-        return ReplayModel(replay), "replay"
+        return ReplayModel(replay), "replay", None
     from pipeline.model.live import LiveModel
 
     key = api_key(settings)
-    live = LiveModel(settings, key, Redactor([key]))
-    return (RecordingModel(live, record), "record") if record else (live, "live")
+    live: ChatModel = LiveModel(settings, key, Redactor([key]))
+    if record:
+        live = RecordingModel(live, record)
+    journal = JournaledModel(live, out / JOURNAL_DIR)
+    return journal, "record" if record else "live", journal
 
 
 @app.command("run")
@@ -82,24 +90,66 @@ def run_command(
         str | None, typer.Option(help="OpenAI-compatible endpoint (else $OPENAI_BASE_URL).")
     ] = None,
     concurrency: Annotated[int | None, typer.Option(help="Articles processed at once.")] = None,
+    rpm: Annotated[int | None, typer.Option(help="Client-side cap on requests per minute.")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Client-side cap on tokens per minute.")] = None,
+    budget_usd: Annotated[
+        float | None, typer.Option(help="Start no article that could exceed this spend.")
+    ] = None,
+    shard: Annotated[str | None, typer.Option(help="K/N: take the K-th of N deterministic shares.")] = None,
+    batch_api: Annotated[
+        bool, typer.Option("--batch-api", help="Use the OpenAI Batch API (half price).")
+    ] = False,
     config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
-    force: Annotated[bool, typer.Option(help="Redo articles whose outputs already exist.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo articles whose outputs already exist.")
+    ] = False,
 ) -> None:
-    """Analyse every article under PATHS and write HTML, Markdown and JSON to --out."""
+    """Analyse every article under PATHS and write HTML, Markdown and JSON to --out.
+
+    Exit 0 when every article is ok or skipped, 1 when any failed or was not started,
+    2 on a usage or configuration error, 3 when another run holds the output folder.
+    """
     try:
-        flags = {"model": model, "base_url": base_url, "concurrency": concurrency}
+        flags = {"model": model, "base_url": base_url, "concurrency": concurrency, "rpm": rpm, "tpm": tpm,
+                 "budget_usd": budget_usd}  # fmt: skip
         settings = resolve_settings(flags, config)
+        if settings.budget_usd is not None and settings.price() is None:
+            raise ConfigError(f"--budget-usd needs a price for model {settings.model!r}: add "
+                              f'[prices."{settings.model}"] with input and output to the config')  # fmt: skip
+        options = RunOptions(out=out, force=force, shard=_shard(shard))
         book = PromptBook(settings)
-        chat, mode = build_model(settings, replay, record)
-        progress: Progress = RichProgress() if sys.stderr.isatty() else PlainProgress()
-        runner = Runner(settings, chat, book, progress)
-        report = asyncio.run(_run(runner, chat, paths, RunOptions(out=out, mode=mode, force=force)))
+        chat, mode, journal = build_model(settings, replay, record, out)
+        if batch_api:
+            if mode == "replay":
+                raise ConfigError("--batch-api calls the Batch API; it cannot be combined with --replay")
+            from pipeline.batch import run_batch
+
+            report = asyncio.run(
+                run_batch(settings, book, chat, journal, paths, options, _progress(), api_key(settings))
+            )
+        else:
+            runner = Runner(settings, chat, book, _progress(), journal)
+            options.mode = mode
+            report = asyncio.run(_run(runner, chat, paths, options))
     except NewsdeskError as exc:
         fail(exc)
     raise typer.Exit(report.exit_code)
 
 
-async def _run(runner: Runner, chat: ChatModel, paths: list[Path], options: RunOptions):  # type: ignore[no-untyped-def]
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _progress() -> Progress:
+    return RichProgress() if sys.stderr.isatty() else PlainProgress()
+
+
+async def _run(runner: Runner, chat: ChatModel, paths: list[Path], options: RunOptions) -> RunReport:
     try:
         return await runner.run(paths, options)
     finally:

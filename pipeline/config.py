@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.cost import Price
 from pipeline.errors import ConfigError
 
 OutputMode = Literal["json_schema", "json_object", "text"]
@@ -44,6 +45,12 @@ class Settings(BaseModel):
     timeout_s: float = Field(120.0, gt=0, description="Read timeout of one request, in seconds.")
     connect_timeout_s: float = Field(10.0, gt=0)
     concurrency: int = Field(4, ge=1, le=256, description="Articles processed at once.")
+    rpm: int | None = Field(None, ge=1, description="Client-side cap on requests per minute.")
+    tpm: int | None = Field(None, ge=1, description="Client-side cap on tokens per minute.")
+    prices: dict[str, Price] = Field(default_factory=dict, description="USD per million tokens, by model.")
+    budget_usd: float | None = Field(None, gt=0, description="Stop starting articles beyond this spend.")
+    batch_poll_s: float = Field(30.0, gt=0, description="Seconds between Batch API status checks.")
+    batch_completion_window: str = "24h"
     max_input_bytes: int = Field(10_000_000, ge=1)
     max_input_tokens: int = Field(12_000, ge=100)
     prompts_dir: Path | None = Field(None, description="Folder of templates overriding the built-in ones.")
@@ -52,6 +59,9 @@ class Settings(BaseModel):
     site_name_zh: str = "新闻分析台"
     disclaimer_en: str = DEFAULT_DISCLAIMER_EN
     disclaimer_zh: str = DEFAULT_DISCLAIMER_ZH
+
+    def price(self) -> Price | None:
+        return self.prices.get(self.model)
 
     @model_validator(mode="after")
     def _ceiling_above_limit(self) -> Settings:
@@ -62,6 +72,7 @@ class Settings(BaseModel):
 
 _ENVIRONMENT = {
     "model": "NEWSDESK_MODEL",
+    "budget_usd": "NEWSDESK_BUDGET_USD",
     "base_url": "OPENAI_BASE_URL",
     "concurrency": "NEWSDESK_CONCURRENCY",
     "output_mode": "NEWSDESK_OUTPUT_MODE",

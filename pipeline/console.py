@@ -34,7 +34,8 @@ def summary_line(report: RunReport) -> str:
     u = report.usage
     tokens = f"{u.prompt_tokens} prompt ({u.cached_tokens} cached) + {u.completion_tokens} completion tokens"
     stale = f", {report.stale} stale" if report.stale else ""
-    return f"run {report.run_id}: {counts or 'no inputs'}{stale}; {tokens}; {report.duration_s}s"
+    cost = f"; ${report.cost_usd:.4f}" if report.cost_usd is not None else ""
+    return f"run {report.run_id}: {counts or 'no inputs'}{stale}; {tokens}{cost}; {report.duration_s}s"
 
 
 class PlainProgress:
@@ -48,6 +49,9 @@ class PlainProgress:
 
     def advance(self, entry: ArticleEntry) -> None:
         print(entry_line(entry), file=self.stream, flush=True)
+
+    def note(self, message: str) -> None:
+        print(message, file=self.stream, flush=True)
 
     def finish(self, report: RunReport) -> None:
         print(summary_line(report), file=self.stream, flush=True)
@@ -73,6 +77,9 @@ class RichProgress:
             self.bar.console.print(
                 f"[{_STYLE[entry.status]}]{entry_line(entry)}[/]", markup=True, highlight=False
             )
+
+    def note(self, message: str) -> None:
+        self.bar.console.print(f"[yellow]{message}[/]", markup=True, highlight=False)
 
     def finish(self, report: RunReport) -> None:
         self.bar.stop()

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from pipeline.schema import FindingOut, Usage
 
-Status = Literal["ok", "failed", "skipped", "duplicate", "not_started"]
+Status = Literal["ok", "failed", "skipped", "duplicate", "not_started", "out_of_shard"]
 STATUSES: tuple[Status, ...] = ("ok", "failed", "skipped", "duplicate", "not_started")
 
 
@@ -20,6 +20,7 @@ class ArticleEntry(BaseModel):
     outputs: list[str] = Field(default_factory=list)
     attempts: int = 0
     usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = None
     stale: bool = False
     duplicate_of: str | None = None
     notes: list[str] = Field(default_factory=list)
@@ -28,7 +29,7 @@ class ArticleEntry(BaseModel):
 
 class RunReport(BaseModel):
     run_id: str
-    mode: Literal["live", "replay", "record"]
+    mode: Literal["live", "replay", "record", "batch"]
     model: str
     prompt_version: str
     started_at: str
@@ -36,6 +37,8 @@ class RunReport(BaseModel):
     duration_s: float | None = None
     counts: dict[str, int] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = None
+    budget_usd: float | None = None
     stale: int = 0
     articles: list[ArticleEntry] = Field(default_factory=list)
 
@@ -43,9 +46,11 @@ class RunReport(BaseModel):
         self.counts = {status: 0 for status in STATUSES}
         total = Usage()
         for entry in self.articles:
-            self.counts[entry.status] += 1
+            self.counts[entry.status] = self.counts.get(entry.status, 0) + 1
             total = total + entry.usage
         self.usage = total
+        costs = [e.cost_usd for e in self.articles if e.cost_usd is not None]
+        self.cost_usd = round(sum(costs), 6) if costs else None
         self.stale = sum(1 for e in self.articles if e.stale)
 
     @property

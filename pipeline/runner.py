@@ -1,16 +1,22 @@
 """The batch runner: every input through ingest -> model -> validate -> emit, concurrently.
 
-One bad input never stops the batch; an article whose outputs already exist for the same
-content, prompt version, schema version and model is skipped without a model call.
+Inputs are read lazily and at most ``concurrency`` articles are in flight, so memory stays flat
+however many articles a folder holds. One bad input never stops the batch. An article whose
+outputs already exist for the same content, prompt version, schema version and model is skipped
+without a model call; identical inputs are processed once; with a budget, articles that could
+exceed it are not started. The output folder is locked for the run, every event is logged to
+``OUT/logs/<run_id>.jsonl`` and the report goes to ``OUT/run-report.json`` and
+``OUT/runs/<run_id>.json``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,15 +24,21 @@ from typing import Literal, Protocol
 
 from pipeline.analyze import Analyzer, ArticleOutcome
 from pipeline.config import Settings
+from pipeline.cost import cost_usd
 from pipeline.emit.output import article_dir, read_analysis, write_article, write_index
 from pipeline.emit.render import SiteInfo
 from pipeline.emit.write import atomic_write_text
-from pipeline.ingest import InputFailure, Limits, load_articles
-from pipeline.ingest.article import Article
+from pipeline.events import EventLog
+from pipeline.ingest import InputFailure, Limits, discover, load_file
+from pipeline.ingest.article import Article, estimate_tokens
+from pipeline.lock import RunLock, describe_holder
 from pipeline.model.base import ChatModel
+from pipeline.model.cache import JournaledModel
 from pipeline.prompts import PromptBook
 from pipeline.report import ArticleEntry, RunReport
 from pipeline.schema import SCHEMA_VERSION, FindingOut
+
+RunMode = Literal["live", "replay", "record", "batch"]
 
 
 class Progress(Protocol):
@@ -34,10 +46,9 @@ class Progress(Protocol):
 
     def advance(self, entry: ArticleEntry) -> None: ...
 
+    def note(self, message: str) -> None: ...
+
     def finish(self, report: RunReport) -> None: ...
-
-
-RunMode = Literal["live", "replay", "record"]
 
 
 @dataclass
@@ -45,80 +56,196 @@ class RunOptions:
     out: Path
     mode: RunMode = "live"
     force: bool = False
-
-
-@dataclass
-class _Plan:
-    todo: list[Article] = field(default_factory=list)
-    done: list[ArticleEntry] = field(default_factory=list)
+    shard: tuple[int, int] | None = None  # (k, n): this job takes the k-th of n shares, 1-based
 
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """`K/N` with 1 <= K <= N."""
+    k_text, sep, n_text = text.partition("/")
+    if not sep or not k_text.isdigit() or not n_text.isdigit() or not 1 <= int(k_text) <= int(n_text):
+        raise ValueError(f"--shard takes K/N with 1 <= K <= N, not {text!r}")
+    return int(k_text), int(n_text)
+
+
+def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
+    if shard is None:
+        return True
+    k, n = shard
+    return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) % n == k - 1
+
+
+@dataclass
+class Budget:
+    """Stops starting articles once the next one could take the spend past the limit."""
+
+    limit_usd: float
+    per_token_in: float  # USD per prompt token
+    per_token_out: float  # USD per completion token
+    default_completion: int
+    spent: float = 0.0
+    reserved: float = 0.0
+    completions: list[int] = field(default_factory=list)
+    exhausted: bool = False
+
+    def estimate(self, prompt_tokens: int) -> float:
+        completion = (
+            sum(self.completions) / len(self.completions) if self.completions else self.default_completion
+        )
+        return prompt_tokens * self.per_token_in + completion * self.per_token_out
+
+    def try_reserve(self, amount: float) -> bool:
+        if self.exhausted or self.spent + self.reserved + amount > self.limit_usd:
+            self.exhausted = True
+            return False
+        self.reserved += amount
+        return True
+
+    def settle(self, reserved: float, actual: float, completion_tokens: int) -> None:
+        self.reserved -= reserved
+        self.spent += actual
+        if completion_tokens:
+            self.completions.append(completion_tokens)
+
+
 class Runner:
-    def __init__(self, settings: Settings, model: ChatModel, book: PromptBook, progress: Progress) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        model: ChatModel,
+        book: PromptBook,
+        progress: Progress,
+        journal: JournaledModel | None = None,
+    ) -> None:
         self.settings = settings
         self.model = model
         self.book = book
         self.progress = progress
+        self.journal = journal
         self.analyzer = Analyzer(model, book, settings)
         self.site = SiteInfo(settings.site_name, settings.site_name_zh)
+        self.limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
+        self._overhead_tokens = estimate_tokens(book.messages(_PROBE, "en")[0]["content"]) + 400
 
-    async def run(self, paths: Iterable[str | Path], options: RunOptions) -> RunReport:
+    async def run(
+        self, paths: Iterable[str | Path], options: RunOptions, run_id: str | None = None
+    ) -> RunReport:
+        run_id = run_id or new_run_id()
+        with RunLock(options.out, run_id) as lock:
+            events = EventLog(options.out / "logs" / f"{run_id}.jsonl")
+            try:
+                if lock.took_over:
+                    holder = describe_holder(lock.took_over)
+                    message = f"took over the lock of a run that is no longer running ({holder})"
+                    self.progress.note(f"warning: {message}")
+                    events.emit("lock_taken_over", previous=lock.took_over)
+                return await self._run(paths, options, run_id, events)
+            finally:
+                events.close()
+
+    async def _run(
+        self, paths: Iterable[str | Path], options: RunOptions, run_id: str, events: EventLog
+    ) -> RunReport:
         started = time.monotonic()
-        report = RunReport(run_id=new_run_id(), mode=options.mode, model=self.settings.model,
-                           prompt_version=self.book.version,
+        report = RunReport(run_id=run_id, mode=options.mode, model=self.settings.model,
+                           prompt_version=self.book.version, budget_usd=self.settings.budget_usd,
                            started_at=datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
-        limits = Limits(self.settings.max_input_bytes, self.settings.max_input_tokens)
-        plan = self._plan(load_articles(paths, limits), options)
-        self.progress.start(len(plan.todo) + len(plan.done))
-        for entry in plan.done:
-            self.progress.advance(entry)
-        report.articles = list(plan.done)
-        semaphore = asyncio.Semaphore(self.settings.concurrency)
+        inputs = [item for item in discover(paths)]
+        self.progress.start(_count(inputs))
+        events.emit("run_started", run_id=run_id, mode=options.mode, model=self.settings.model,
+                    prompt_version=self.book.version, inputs=len(inputs), shard=options.shard)  # fmt: skip
+        budget = self._budget()
 
-        async def one(article: Article) -> None:
-            async with semaphore:
-                entry = await self._process(article, options.out)
+        def record(entry: ArticleEntry) -> None:
             report.articles.append(entry)
             self.progress.advance(entry)
+            events.emit("article", **entry.model_dump(exclude={"findings", "outputs"}))
 
-        await asyncio.gather(*(one(article) for article in plan.todo))
+        await self._process_all(self._load(inputs), options, budget, record, events)
         write_index(options.out, self.site)
         report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         report.duration_s = round(time.monotonic() - started, 3)
         report.tally()
-        atomic_write_text(options.out / "run-report.json", report.model_dump_json(indent=2) + "\n")
+        report_text = report.model_dump_json(indent=2) + "\n"
+        atomic_write_text(options.out / "runs" / f"{run_id}.json", report_text)
+        atomic_write_text(options.out / "run-report.json", report_text)
+        events.emit("run_finished", counts=report.counts, usage=report.usage.model_dump(),
+                    cost_usd=report.cost_usd, duration_s=report.duration_s)  # fmt: skip
         self.progress.finish(report)
         return report
 
-    def _plan(self, loaded: Iterable[Article | InputFailure], options: RunOptions) -> _Plan:
-        plan = _Plan()
-        first_by_hash: dict[str, Article] = {}
-        for item in loaded:
+    def _load(self, inputs: list[Path | InputFailure]) -> Iterator[Article | InputFailure]:
+        for item in inputs:
             if isinstance(item, InputFailure):
-                plan.done.append(
-                    ArticleEntry(id=None, source=item.input_path, status="failed", error=item.reason)
-                )
-                continue
-            if item.content_sha256 in first_by_hash:
-                first = first_by_hash[item.content_sha256]
-                plan.done.append(ArticleEntry(id=item.id, source=item.input_path, status="duplicate",
-                                              duplicate_of=first.input_path))  # fmt: skip
-                continue
-            first_by_hash[item.content_sha256] = item
-            if not options.force and self._is_done(item, options.out):
-                note = "outputs exist for this content, prompt version and model"
-                plan.done.append(
-                    ArticleEntry(id=item.id, source=item.input_path, status="skipped", notes=[note])
-                )
-                continue
-            plan.todo.append(item)
-        return plan
+                yield item
+            else:
+                yield from load_file(item, self.limits)
 
-    def _is_done(self, article: Article, out: Path) -> bool:
+    async def _process_all(self, items: Iterator[Article | InputFailure], options: RunOptions,
+                           budget: Budget | None, record: _Record, events: EventLog) -> None:  # fmt: skip
+        slots = asyncio.Semaphore(self.settings.concurrency)
+        running: set[asyncio.Task[None]] = set()
+        first_by_hash: dict[str, str] = {}
+        budget_noted = False
+        for item in items:
+            entry = self._settled(item, options, first_by_hash)
+            if entry is not None:
+                if entry.status != "out_of_shard":
+                    record(entry)
+                continue
+            assert isinstance(item, Article)
+            await slots.acquire()
+            reserved = budget.estimate(self._prompt_tokens(item)) if budget else 0.0
+            if budget is not None and not budget.try_reserve(reserved):
+                slots.release()
+                if not budget_noted:
+                    budget_noted = True
+                    events.emit("budget_reached", spent_usd=budget.spent, limit_usd=budget.limit_usd)
+                    self.progress.note(
+                        f"budget of ${budget.limit_usd:g} reached: no new articles are started"
+                    )
+                error = f"not started: the budget of ${budget.limit_usd:g} could be exceeded"
+                record(ArticleEntry(id=item.id, source=item.input_path, status="not_started", error=error))
+                continue
+            task = asyncio.create_task(self._one(item, options.out, budget, reserved, record, slots))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        if running:
+            await asyncio.gather(*running)
+
+    async def _one(self, article: Article, out: Path, budget: Budget | None, reserved: float,
+                   record: _Record, slots: asyncio.Semaphore) -> None:  # fmt: skip
+        try:
+            entry = await self._process(article, out)
+            if budget is not None:
+                budget.settle(reserved, entry.cost_usd or 0.0, entry.usage.completion_tokens)
+            record(entry)
+        finally:
+            slots.release()
+
+    def _settled(
+        self, item: Article | InputFailure, options: RunOptions, first_by_hash: dict[str, str]
+    ) -> ArticleEntry | None:
+        """The entry of an input that needs no model call, or None when it must be processed."""
+        if isinstance(item, InputFailure):
+            if not in_shard(item.input_path, options.shard):
+                return ArticleEntry(id=None, source=item.input_path, status="out_of_shard")
+            return ArticleEntry(id=None, source=item.input_path, status="failed", error=item.reason)
+        if not in_shard(item.content_sha256, options.shard):
+            return ArticleEntry(id=item.id, source=item.input_path, status="out_of_shard")
+        if item.content_sha256 in first_by_hash:
+            return ArticleEntry(id=item.id, source=item.input_path, status="duplicate",
+                                duplicate_of=first_by_hash[item.content_sha256])  # fmt: skip
+        first_by_hash[item.content_sha256] = item.input_path
+        if not options.force and self.is_done(item, options.out):
+            note = "outputs exist for this content, prompt version and model"
+            return ArticleEntry(id=item.id, source=item.input_path, status="skipped", notes=[note])
+        return None
+
+    def is_done(self, article: Article, out: Path) -> bool:
         folder = article_dir(out, article.id)
         existing = read_analysis(folder / "analysis.json")
         if existing is None or not all((folder / name).is_file() for name in ("article.html", "article.md")):
@@ -129,6 +256,16 @@ class Runner:
             and existing.generation.model == self.settings.model
             and existing.schema_version == SCHEMA_VERSION
         )
+
+    def _budget(self) -> Budget | None:
+        limit = self.settings.budget_usd
+        price = self.settings.price()
+        if limit is None or price is None:
+            return None
+        return Budget(limit, price.input / 1e6, price.output / 1e6, self.settings.max_output_tokens)
+
+    def _prompt_tokens(self, article: Article) -> int:
+        return 2 * (self._overhead_tokens + estimate_tokens(article.title) + estimate_tokens(article.text))
 
     async def _process(self, article: Article, out: Path) -> ArticleEntry:
         try:
@@ -143,27 +280,59 @@ class Runner:
 
     async def _analyze_and_write(self, article: Article, out: Path) -> ArticleEntry:
         outcome = await self.analyzer.analyze(article)
-        entry = _entry(article, outcome)
+        entry = self._entry(article, outcome)
         if outcome.analysis is not None:
             try:
                 entry.outputs = write_article(out, outcome.analysis, self.site)
             except OSError as exc:
                 entry.status, entry.error = "failed", f"cannot write outputs: {exc.strerror or exc}"
+                return entry
+            if self.journal is not None:
+                self.journal.forget(article.id)
         return entry
 
+    def _entry(self, article: Article, outcome: ArticleOutcome) -> ArticleEntry:
+        notes = list(article.notes)
+        if outcome.stale:
+            notes.append("stale: replayed from recordings made with another prompt version")
+        price = self.settings.price()
+        cost = None
+        if price is not None:
+            cost = cost_usd(outcome.paid, price) + cost_usd(outcome.paid_batch, price, batch=True)
+        return ArticleEntry(
+            id=article.id,
+            source=article.input_path,
+            status="ok" if outcome.analysis is not None else "failed",
+            error=outcome.error,
+            attempts=outcome.calls,
+            usage=outcome.paid + outcome.paid_batch,
+            cost_usd=cost,
+            stale=outcome.stale,
+            notes=notes,
+            findings=[FindingOut.model_validate(f.to_dict()) for f in outcome.findings],
+        )
 
-def _entry(article: Article, outcome: ArticleOutcome) -> ArticleEntry:
-    notes = list(article.notes)
-    if outcome.stale:
-        notes.append("stale: replayed from recordings made with another prompt version")
-    return ArticleEntry(
-        id=article.id,
-        source=article.input_path,
-        status="ok" if outcome.analysis is not None else "failed",
-        error=outcome.error,
-        attempts=outcome.calls,
-        usage=outcome.usage,
-        stale=outcome.stale,
-        notes=notes,
-        findings=[FindingOut.model_validate(f.to_dict()) for f in outcome.findings],
-    )
+
+class _Record(Protocol):
+    def __call__(self, entry: ArticleEntry) -> None: ...
+
+
+def _count(inputs: list[Path | InputFailure]) -> int:
+    total = 0
+    for item in inputs:
+        if isinstance(item, Path) and item.suffix.lower() == ".jsonl":
+            total += _count_lines(item)
+        else:
+            total += 1
+    return total
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as handle:
+            return max(1, sum(1 for line in handle if line.strip()))
+    except OSError:
+        return 1
+
+
+_PROBE = Article(id="probe", title="", text="", input_path="", content_sha256="0" * 64)

@@ -224,7 +224,11 @@ def test_a_config_file_prompts_dir_and_glossary_reach_the_prompt_book(
 
 def documented_keys(text: str) -> set[str]:
     """Keys set in the file or shown commented out as '# key = value'."""
-    return {m.group(1) for m in re.finditer(r"^#?[ \t]*([a-z_][a-z0-9_]*)[ \t]*=", text, re.M)}
+    first_table = re.search(r"^#?[ \t]*\[", text, re.M)
+    plain = text[: first_table.start()] if first_table else text  # keys inside a table belong to it
+    keys = {m.group(1) for m in re.finditer(r"^#?[ \t]*([a-z_][a-z0-9_]*)[ \t]*=", plain, re.M)}
+    tables = {m.group(1) for m in re.finditer(r"^#?[ \t]*\[([a-z_][a-z0-9_]*)[.\]]", text, re.M)}
+    return keys | tables
 
 
 def test_the_example_config_loads() -> None:
@@ -249,7 +253,7 @@ def test_every_setting_is_documented_in_the_example() -> None:
 
 def test_the_commented_out_examples_are_valid_when_uncommented(tmp_path: Path) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
-    uncommented = re.sub(r"^#\s*(?=[a-z_][a-z0-9_]*\s*=)", "", text, flags=re.M)
+    uncommented = re.sub(r"^#\s*(?=[a-z_][a-z0-9_]*\s*=|\[)", "", text, flags=re.M)
     assert uncommented != text
     config = write_config(tmp_path / "newsdesk.toml", uncommented)
     loaded = load_config_file(config)
@@ -259,6 +263,7 @@ def test_the_commented_out_examples_are_valid_when_uncommented(tmp_path: Path) -
     resolved = resolve_settings({}, config, {})
     assert resolved.prompts_dir is not None
     assert resolved.prompts_dir.parent == tmp_path
+    assert resolved.price() is not None, "the example price table loads for the default model"
 
 
 # --- the CLI ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -40,12 +41,15 @@ def read_analysis(path: Path) -> Analysis | None:
         return None
 
 
-def load_all(out: Path) -> list[Analysis]:
-    found = (read_analysis(p) for p in sorted((out / "articles").glob("*/analysis.json")))
-    return [a for a in found if a is not None]
+def iter_analyses(out: Path) -> Iterator[Analysis]:
+    """Every readable analysis in the output folder, one at a time (memory stays flat)."""
+    for path in sorted((out / "articles").glob("*/analysis.json")):
+        analysis = read_analysis(path)
+        if analysis is not None:
+            yield analysis
 
 
 def write_index(out: Path, site: SiteInfo) -> Path:
     path = out / "index.html"
-    atomic_write_text(path, render_index_html(load_all(out), site))
+    atomic_write_text(path, render_index_html(iter_analyses(out), site))
     return path

@@ -7,6 +7,7 @@ autoescaping, only http(s) URLs become links, and Markdown escapes markup charac
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -83,12 +84,19 @@ def _text_lang(text: str) -> str:
     return "zh-Hans" if re.search(r"[\u4e00-\u9fff]", text) else "en"
 
 
-def render_index_html(analyses: list[Analysis], site: SiteInfo | None = None) -> str:
+def render_index_html(analyses: Iterable[Analysis], site: SiteInfo | None = None) -> str:
+    """The index page; `analyses` is consumed one at a time, keeping only what the page shows."""
     site = site or SiteInfo()
-    ordered = sorted(analyses, key=_instant, reverse=True)
-    entries = [_index_entry(a) for a in ordered]
-    all_tags = sorted({tag.en for a in analyses for tag in a.tags})
-    disclaimer = ordered[0].disclaimer if ordered else None
+    keyed: list[tuple[datetime, dict[str, Any]]] = []
+    tags: set[str] = set()
+    disclaimer = None
+    for analysis in analyses:
+        keyed.append((_instant(analysis), _index_entry(analysis)))
+        tags.update(tag.en for tag in analysis.tags)
+        disclaimer = disclaimer or analysis.disclaimer
+    keyed.sort(key=lambda pair: pair[0], reverse=True)
+    entries = [entry for _, entry in keyed]
+    all_tags = sorted(tags)
     return _env().get_template("index.html.j2").render(
         entries=entries, all_tags=all_tags, css=_css(), site_name=site.name, site_name_zh=site.name_zh,
         disclaimer_en=disclaimer.en if disclaimer else "", disclaimer_zh=disclaimer.zh if disclaimer else "",

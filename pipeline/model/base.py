@@ -41,6 +41,8 @@ class ModelReply:
     usage: Usage = field(default_factory=Usage)
     body: dict[str, Any] = field(default_factory=dict)
     stale: bool = False
+    journaled: bool = False  # answered from the call journal: paid for by an earlier run
+    batch: bool = False  # answered by the Batch API (half price)
 
 
 class ChatModel(Protocol):

@@ -24,7 +24,9 @@ from tenacity import (
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, ModelUnavailable
+from pipeline.ingest.article import estimate_tokens
 from pipeline.model.base import ModelReply, ModelRequest, reply_from_body
+from pipeline.model.ratelimit import RateGate
 from pipeline.redact import Redactor
 
 MAX_RETRY_AFTER_S = 120.0
@@ -85,6 +87,7 @@ class LiveModel:
     def __init__(self, settings: Settings, api_key: str, redactor: Redactor | None = None) -> None:
         ensure_allowed(settings.base_url)
         self.settings = settings
+        self.gate = RateGate(settings.rpm, settings.tpm)
         self.redactor = redactor or Redactor([api_key])
         pool = max(8, settings.concurrency * 2)
         timeout = httpx2.Timeout(settings.timeout_s, connect=settings.connect_timeout_s, pool=30.0)
@@ -107,7 +110,7 @@ class LiveModel:
             reraise=True,
         )
         try:
-            body: dict[str, Any] = await retrying(self._post, request.body)
+            body: dict[str, Any] = await retrying(self._paced_post, request.body)
         except openai.APIStatusError as exc:
             raise ModelUnavailable(self._status_message(exc)) from None
         except openai.APIConnectionError as exc:
@@ -117,6 +120,16 @@ class LiveModel:
                 self.redactor(f"the endpoint's reply is not a chat completion: {exc}")
             ) from None
         return reply_from_body(body)
+
+    async def _paced_post(self, body: dict[str, Any]) -> dict[str, Any]:
+        await self.gate.acquire(_token_estimate(body))
+        try:
+            data = await self._post(body)
+        except openai.RateLimitError as exc:
+            self.gate.throttle(retry_after_seconds(exc))
+            raise
+        self.gate.succeeded()
+        return data
 
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         raw = await self.client.chat.completions.with_raw_response.create(**body)
@@ -151,6 +164,13 @@ class LiveModel:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _token_estimate(body: dict[str, Any]) -> int:
+    """What a request may count against a tokens-per-minute limit: its prompt and a typical reply."""
+    prompt = sum(estimate_tokens(str(m.get("content", ""))) for m in body.get("messages", []))
+    limit = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    return prompt + min(int(limit), 2000)
 
 
 def _error_detail(exc: openai.APIStatusError) -> str:

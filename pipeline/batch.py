@@ -1,0 +1,176 @@
+"""OpenAI Batch API mode (``newsdesk run --batch-api``): the nightly job at half the price.
+
+1. The first request of every call (``en`` and ``zh``) of every article still to do goes into
+   one JSONL file, each line the same body live mode would send, with ``custom_id`` =
+   ``<article id>:<call>:0``. The file is uploaded and a batch created; its id is saved in
+   ``OUT/.batch/state.json`` at once, so a rerun resumes polling instead of submitting again.
+2. The batch is polled until it ends; its output file is downloaded and each answer written to
+   the call journal (``OUT/.calls``); the error file's lines are simply not journaled.
+3. The normal run follows: the journal answers the batched calls, and whatever failed in the
+   batch, or fails validation, goes through live requests and re-asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final
+
+import openai
+
+from pipeline.config import Settings
+from pipeline.emit.write import atomic_write_text
+from pipeline.errors import ConfigError, ModelUnavailable
+from pipeline.ingest import InputFailure, Limits, discover, load_file
+from pipeline.ingest.article import Article
+from pipeline.model.base import CallKey, ChatModel, ModelRequest
+from pipeline.model.cache import JournaledModel
+from pipeline.prompts import PromptBook
+from pipeline.report import RunReport
+from pipeline.runner import Progress, Runner, RunOptions, in_shard, new_run_id
+from pipeline.schema import LANGS
+
+STATE = Path(".batch") / "state.json"
+ENDPOINT: Final = "/v1/chat/completions"
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+
+def custom_id(request: ModelRequest) -> str:
+    return f"{request.key.article_id}:{request.key.call}:{request.key.attempt}"
+
+
+def batch_line(request: ModelRequest) -> str:
+    line = {"custom_id": custom_id(request), "method": "POST", "url": ENDPOINT, "body": request.body}
+    return json.dumps(line, ensure_ascii=False)
+
+
+async def run_batch(
+    settings: Settings,
+    book: PromptBook,
+    chat: ChatModel,
+    journal: JournaledModel | None,
+    paths: list[Path],
+    options: RunOptions,
+    progress: Progress,
+    api_key: str,
+) -> RunReport:
+    if journal is None:
+        raise ConfigError("--batch-api needs a live endpoint")
+    client = openai.AsyncOpenAI(api_key=api_key, base_url=settings.base_url, max_retries=3)
+    options.mode = "batch"
+    run_id = new_run_id()
+    try:
+        runner = Runner(settings, chat, book, progress, journal)
+        requests = {custom_id(r): r for r in _pending_requests(runner, book, journal, paths, options)}
+        state_path = options.out / STATE
+        state = _read_state(state_path)
+        if state is None and requests:
+            state = await _submit(client, settings, requests, state_path, progress)
+        if state is not None:
+            await _collect(client, settings, state, requests, journal, progress)
+            state_path.unlink(missing_ok=True)
+        return await runner.run(paths, options, run_id)
+    except openai.APIError as exc:
+        raise ModelUnavailable(
+            f"the Batch API failed: {type(exc).__name__}: {getattr(exc, 'message', exc)}"
+        ) from None
+    finally:
+        await client.close()
+        await chat.aclose()
+
+
+def _pending_requests(
+    runner: Runner, book: PromptBook, journal: JournaledModel, paths: Iterable[Path], options: RunOptions
+) -> list[ModelRequest]:
+    """The first request of each call of each article that is neither done nor journaled."""
+    limits = Limits(runner.settings.max_input_bytes, runner.settings.max_input_tokens)
+    seen: set[str] = set()
+    requests: list[ModelRequest] = []
+    for item in discover(paths):
+        loaded = [item] if isinstance(item, InputFailure) else load_file(item, limits)
+        for article in loaded:
+            if not isinstance(article, Article) or article.content_sha256 in seen:
+                continue
+            seen.add(article.content_sha256)
+            if not in_shard(article.content_sha256, options.shard):
+                continue
+            if not options.force and runner.is_done(article, options.out):
+                continue
+            for call in LANGS:
+                body = book.request_body(
+                    call, book.messages(article, call), runner.settings.max_output_tokens
+                )
+                request = ModelRequest(CallKey(article.id, call, 0), body, book.version)
+                if not journal.has(request):
+                    requests.append(request)
+    return requests
+
+
+async def _submit(
+    client: openai.AsyncOpenAI,
+    settings: Settings,
+    requests: dict[str, ModelRequest],
+    state_path: Path,
+    progress: Progress,
+) -> dict[str, Any]:
+    data = ("\n".join(batch_line(r) for r in requests.values()) + "\n").encode()
+    uploaded = await client.files.create(file=("newsdesk-batch.jsonl", data), purpose="batch")
+    batch = await client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint=ENDPOINT,
+        completion_window=settings.batch_completion_window,  # type: ignore[arg-type]
+        metadata={"tool": "newsdesk"},
+    )
+    state = {"batch_id": batch.id, "input_file_id": uploaded.id, "requests": len(requests)}
+    atomic_write_text(state_path, json.dumps(state) + "\n")  # saved before anything else can fail
+    progress.note(f"batch {batch.id} submitted with {len(requests)} request(s)")
+    return state
+
+
+async def _collect(
+    client: openai.AsyncOpenAI,
+    settings: Settings,
+    state: dict[str, Any],
+    requests: dict[str, ModelRequest],
+    journal: JournaledModel,
+    progress: Progress,
+) -> None:
+    batch = await client.batches.retrieve(state["batch_id"])
+    while batch.status not in TERMINAL:
+        await asyncio.sleep(settings.batch_poll_s)
+        batch = await client.batches.retrieve(batch.id)
+    progress.note(f"batch {batch.id} {batch.status}")
+    if not batch.output_file_id:
+        return
+    content = await client.files.content(batch.output_file_id)
+    answered = 0
+    for raw in content.text.splitlines():
+        if _journal_line(raw, requests, journal):
+            answered += 1
+    progress.note(f"batch {batch.id}: {answered} answer(s) collected; the rest go through live requests")
+
+
+def _journal_line(raw: str, requests: dict[str, ModelRequest], journal: JournaledModel) -> bool:
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return False
+    request = requests.get(str(line.get("custom_id")))
+    response = line.get("response") or {}
+    if request is None or line.get("error") or response.get("status_code") != 200:
+        return False
+    body = response.get("body")
+    if not isinstance(body, dict):
+        return False
+    journal.save(request, body, batch=True)
+    return True
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and state.get("batch_id") else None
