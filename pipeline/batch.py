@@ -58,11 +58,15 @@ async def run_batch(
 ) -> RunReport:
     if journal is None:
         raise ConfigError("--batch-api needs a live endpoint")
+    if settings.budget_usd is not None:
+        raise ConfigError("--batch-api is paid as one batch and cannot honour --budget-usd; "
+                          "drop the budget or split the folder with --shard")  # fmt: skip
     client = openai.AsyncOpenAI(api_key=api_key, base_url=settings.base_url, max_retries=3)
     options.mode = "batch"
     run_id = new_run_id()
-    try:
-        runner = Runner(settings, chat, book, progress, journal)
+    runner = Runner(settings, chat, book, progress, journal)
+
+    async def submit_and_collect() -> None:  # runs inside the output folder's lock
         requests = {custom_id(r): r for r in _pending_requests(runner, book, journal, paths, options)}
         state_path = options.out / STATE
         state = _read_state(state_path)
@@ -71,7 +75,9 @@ async def run_batch(
         if state is not None:
             await _collect(client, settings, state, requests, journal, progress)
             state_path.unlink(missing_ok=True)
-        return await runner.run(paths, options, run_id)
+
+    try:
+        return await runner.run(paths, options, run_id, before=submit_and_collect)
     except openai.APIError as exc:
         raise ModelUnavailable(
             f"the Batch API failed: {type(exc).__name__}: {getattr(exc, 'message', exc)}"

@@ -174,7 +174,12 @@ def validate_command(
         book = PromptBook(settings)
         data = read_analysis_document(analysis)
         limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
-        article = load_source(source, limits) if source else None
+        sha = (
+            (data.get("article") or {}).get("content_sha256")
+            if isinstance(data.get("article"), dict)
+            else None
+        )
+        article = load_source(source, limits, sha) if source else None
     except InputError as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -9,7 +9,8 @@
     │   ├── ReplyTruncated       the reply hit the token limit
     │   ├── ReplyRefused         the model refused
     │   ├── ReplyFiltered        a content filter stopped the reply
-    │   └── RecordingMissing     replay found no recording for a call
+    │   ├── RecordingMissing     replay found no recording for a call
+    │   └── RecordingStale       --strict-replay found a recording of another prompt version
     └── AnswerRejected       the answer still failed validation after every re-ask
 
 Messages are written for the person running newsdesk: they say what went wrong and how to fix it.
@@ -66,6 +67,10 @@ class ReplyFiltered(ModelError):
 
 class RecordingMissing(ModelError):
     """Replay mode has no recording for a call."""
+
+
+class RecordingStale(ModelError):
+    """Strict replay found a recording made with another prompt version."""
 
 
 class AnswerRejected(NewsdeskError):

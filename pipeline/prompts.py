@@ -13,13 +13,12 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel
 
 from pipeline.config import Settings
@@ -35,6 +34,14 @@ _LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "other": "another language"
 Message = dict[str, str]
 # OpenAI's strict subset rejects string length keywords; the local validators enforce them.
 _UNSUPPORTED_KEYWORDS = frozenset({"minLength", "maxLength"})
+
+
+@cache
+def _strict_schema(call: Lang) -> dict[str, Any]:
+    from openai.lib._pydantic import to_strict_json_schema  # heavy import, needed only here
+
+    schema: dict[str, Any] = _without_keys(to_strict_json_schema(ANSWER_MODELS[call]), _UNSUPPORTED_KEYWORDS)
+    return schema
 
 
 def _without_keys(node: Any, keys: frozenset[str]) -> Any:
@@ -66,10 +73,36 @@ class Term:
 class Glossary:
     terms: list[Term] = field(default_factory=list)
 
+    @cached_property
+    def by_name(self) -> dict[str, list[Term]]:
+        """Terms by each of their names, lower-cased."""
+        index: dict[str, list[Term]] = {}
+        for term in self.terms:
+            for name in term.names():
+                if name:
+                    index.setdefault(name.lower(), []).append(term)
+        return index
+
+    @cached_property
+    def _names(self) -> list[tuple[Term, list[tuple[str, str, bool]]]]:
+        """Each term with its names as (name, lower-cased, is ASCII), computed once."""
+        return [(t, [(n, n.lower(), n.isascii()) for n in t.names() if n]) for t in self.terms]
+
     def found_in(self, text: str) -> list[Term]:
         """The terms any of whose names occur in `text`."""
         lowered = text.lower()
-        return [term for term in self.terms if any(mentions(text, lowered, n) for n in term.names())]
+        found = []
+        for term, names in self._names:
+            for name, name_lower, ascii_name in names:
+                if ascii_name:
+                    if name_lower in lowered and _whole_word(name).search(text):
+                        break
+                elif name in text:
+                    break
+            else:
+                continue
+            found.append(term)
+        return found
 
 
 def mentions(text: str, lowered: str, name: str) -> bool:
@@ -124,6 +157,7 @@ class PromptBook:
         glossary_paths = [d / "glossary.toml" for d in reversed(dirs) if (d / "glossary.toml").is_file()]
         self.glossary = load_glossary(glossary_paths + list(settings.glossary_files))
         self._glossary_paths = glossary_paths + list(settings.glossary_files)
+        self._article_cache: dict[str, str] = {}
 
     def _render(self, name: str, **context: Any) -> str:
         try:
@@ -133,24 +167,39 @@ class PromptBook:
 
     def schema_for(self, call: Lang) -> dict[str, Any]:
         """The strict JSON schema sent for a call (string length caps are checked locally instead)."""
-        schema: dict[str, Any] = _without_keys(
-            to_strict_json_schema(ANSWER_MODELS[call]), _UNSUPPORTED_KEYWORDS
-        )
-        return schema
+        return _strict_schema(call)
 
     def messages(self, article: Article, call: Lang) -> list[Message]:
-        """The first request of one call."""
-        terms = self.glossary.found_in(f"{article.title}\n{article.text}")
+        """The first request of one call: the shared system and article messages, then the task."""
+        return [
+            {"role": "system", "content": self._system},
+            {"role": "user", "content": self._article_message(article)},
+            {"role": "user", "content": self._task(call)},
+        ]
+
+    @cached_property
+    def _system(self) -> str:
+        return self._render("system.j2", site_name=self.settings.site_name)
+
+    @cache  # noqa: B019 -- one PromptBook per run; two calls
+    def _task(self, call: Lang) -> str:
         inline_schema = None
         if self.settings.output_mode != "json_schema":
             inline_schema = json.dumps(self.schema_for(call), ensure_ascii=False)
-        return [
-            {"role": "system", "content": self._render("system.j2", site_name=self.settings.site_name)},
-            {"role": "user", "content": self._render(
+        return self._render(f"task_{call}.j2", schema=inline_schema)
+
+    def _article_message(self, article: Article) -> str:
+        """The fenced article and its glossary terms; rendered once for both calls of an article."""
+        cached = self._article_cache
+        if article.content_sha256 not in cached:
+            if len(cached) > 64:
+                cached.clear()
+            terms = self.glossary.found_in(f"{article.title}\n{article.text}")
+            cached[article.content_sha256] = self._render(
                 "article.j2", article=article, fence=article.content_sha256[:12], terms=terms,
-                language_name=_LANGUAGE_NAMES[article.language])},
-            {"role": "user", "content": self._render(f"task_{call}.j2", schema=inline_schema)},
-        ]  # fmt: skip
+                language_name=_LANGUAGE_NAMES[article.language],
+            )  # fmt: skip
+        return cached[article.content_sha256]
 
     def reask(self, findings: list[Finding], source_figures: list[str]) -> Message:
         content = self._render("reask.j2", findings=findings, source_figures=source_figures)

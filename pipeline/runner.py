@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,10 +66,10 @@ def new_run_id() -> str:
 
 def parse_shard(text: str) -> tuple[int, int]:
     """`K/N` with 1 <= K <= N."""
-    k_text, sep, n_text = text.partition("/")
-    if not sep or not k_text.isdigit() or not n_text.isdigit() or not 1 <= int(k_text) <= int(n_text):
+    match = re.fullmatch(r"([0-9]+)/([0-9]+)", text.strip())
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
         raise ValueError(f"--shard takes K/N with 1 <= K <= N, not {text!r}")
-    return int(k_text), int(n_text)
+    return int(match.group(1)), int(match.group(2))
 
 
 def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
@@ -131,8 +132,13 @@ class Runner:
         self._overhead_tokens = estimate_tokens(book.messages(_PROBE, "en")[0]["content"]) + 400
 
     async def run(
-        self, paths: Iterable[str | Path], options: RunOptions, run_id: str | None = None
+        self,
+        paths: Iterable[str | Path],
+        options: RunOptions,
+        run_id: str | None = None,
+        before: Callable[[], Awaitable[None]] | None = None,
     ) -> RunReport:
+        """Process every input; `before` runs first, inside the lock (the Batch API step)."""
         run_id = run_id or new_run_id()
         with RunLock(options.out, run_id) as lock:
             events = EventLog(options.out / "logs" / f"{run_id}.jsonl")
@@ -142,6 +148,8 @@ class Runner:
                     message = f"took over the lock of a run that is no longer running ({holder})"
                     self.progress.note(f"warning: {message}")
                     events.emit("lock_taken_over", previous=lock.took_over)
+                if before is not None:
+                    await before()
                 return await self._run(paths, options, run_id, events)
             finally:
                 events.close()

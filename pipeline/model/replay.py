@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.emit.write import atomic_write_text
-from pipeline.errors import RecordingMissing
+from pipeline.errors import RecordingMissing, RecordingStale
 from pipeline.model.base import ChatModel, ModelReply, ModelRequest, reply_from_body
 
 
@@ -39,8 +39,9 @@ def recording_document(request: ModelRequest, response: dict[str, Any]) -> dict[
 class ReplayModel:
     """Answers from recordings; never touches the network."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, strict: bool = False) -> None:
         self.folder = folder
+        self.strict = strict  # fail stale recordings instead of answering with a warning
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         path = recording_path(self.folder, request)
@@ -57,6 +58,11 @@ class ReplayModel:
                 f"recording {path} is not valid JSON ({exc.msg}); record it again"
             ) from None
         stale = document.get("prompt_version") != request.prompt_version
+        if stale and self.strict:
+            raise RecordingStale(
+                f"recording {path} was made with prompt version {document.get('prompt_version')}, "
+                f"not the current {request.prompt_version}; record it again with --record"
+            )
         return reply_from_body(document.get("response") or {}, stale=stale)
 
     async def aclose(self) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError
-from pipeline.ingest import Limits, load_file
+from pipeline.ingest import InputFailure, Limits, load_file
 from pipeline.ingest.article import Article
 from pipeline.prompts import Glossary
 from pipeline.schema import ChineseAnswer, EnglishAnswer, ModelPart
@@ -32,8 +32,11 @@ def read_analysis_document(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_source(spec: str, limits: Limits) -> Article:
-    """The article at `spec`: a file, or `file.jsonl:N` for one line of a JSON Lines file."""
+def load_source(spec: str, limits: Limits, content_sha256: str | None = None) -> Article:
+    """The article at `spec`: a file, or `file.jsonl:N` for one line of a JSON Lines file.
+
+    A file of several articles needs the line, unless the analysis names its article's hash.
+    """
     path, line = Path(spec), None
     if not path.exists() and ":" in spec:
         head, _, tail = spec.rpartition(":")
@@ -46,6 +49,13 @@ def load_source(spec: str, limits: Limits) -> Article:
         loaded = [item for item in loaded if item.input_path == f"{path}:{line}"]
     if not loaded:
         raise InputError(spec, "no article found (for a .jsonl file, name the line: FILE:N)")
+    if len(loaded) > 1:
+        matching: list[Article | InputFailure] = [
+            a for a in loaded if isinstance(a, Article) and a.content_sha256 == content_sha256
+        ]
+        if not matching:
+            raise InputError(spec, f"holds {len(loaded)} articles; name the one to check as {spec}:N")
+        loaded = matching
     first = loaded[0]
     if not isinstance(first, Article):
         raise InputError(first.input_path, first.reason)

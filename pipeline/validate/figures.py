@@ -11,14 +11,17 @@ digits is found in a source that spells it out.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
-Kind = Literal["money", "percent", "year", "quarter", "month", "quantity", "number"]
+Kind = Literal["money", "percent", "year", "quarter", "month", "period", "quantity", "number"]
+_EXACT_KINDS = ("year", "quarter", "month", "period")
 
 _EN_MAGNITUDES = {
     "thousand": 1e3, "k": 1e3, "million": 1e6, "mn": 1e6, "mln": 1e6, "m": 1e6,
@@ -52,6 +55,8 @@ _UNITS: dict[str, tuple[str, float]] = {
     "兆瓦": ("power", 1e6), "吉瓦": ("power", 1e9), "公里": ("distance", 1e3), "千米": ("distance", 1e3),
     "吨": ("mass", 1e3), "公斤": ("mass", 1.0), "千克": ("mass", 1.0), "纳米": ("length_nm", 1.0),
     "英里": ("miles", 1.0), "桶": ("barrels", 1.0),
+    "hours": ("duration", 3600.0), "hour": ("duration", 3600.0), "days": ("duration", 86400.0),
+    "小时": ("duration", 3600.0), "天": ("duration", 86400.0),
 }  # fmt: skip
 for _prefix, _factor in (("", 1.0), ("kilo", 1e3), ("mega", 1e6), ("giga", 1e9), ("tera", 1e12)):
     for _plural in ("", "s"):
@@ -90,6 +95,7 @@ _CUR_PREFIX = r"(?:US\$|HK\$|A\$|C\$|S\$|USD|EUR|GBP|RMB|CNY|HKD|JPY|\$|€|£|�
 
 # One English figure: optional currency, number, optional range tail, magnitude, unit/percent.
 _EN_FIGURE = re.compile(
+    r"(?=[\d.$€£¥]|US\$|HK\$|[ACS]\$|USD|EUR|GBP|RMB|CNY|HKD|JPY)"  # fail fast where no figure starts
     rf"(?P<cur>{_CUR_PREFIX})?\s?(?P<num>{_NUM})"
     rf"(?:\s?(?:-|–|—|to)\s?(?P<cur2>{_CUR_PREFIX})?\s?(?P<num2>{_NUM}))?"
     rf"(?:\s?(?P<mag>{_EN_MAG})\b)?"
@@ -98,17 +104,19 @@ _EN_FIGURE = re.compile(
     re.IGNORECASE,
 )
 _ZH_FIGURE = re.compile(
+    rf"(?=[\d.{_CN_DIGITS}十百千万])"  # fail fast where no figure starts
     rf"(?P<pre>百分之)?(?P<num>{_NUM}|[{_CN_DIGITS}十][{_CN_NUM_CHARS}]*|[百千万](?=[万亿]))"
     rf"(?:\s?(?:-|–|—|~|～|至|到)\s?(?:百分之)?(?P<num2>{_NUM}|[{_CN_DIGITS}十][{_CN_NUM_CHARS}]*))?"
-    rf"(?P<mag>[十百千万亿]+)?"
+    rf"(?P<more>多|余)?(?P<mag>[十百千万亿]+)?"
     rf"\s?(?P<tail>%|％|个百分点|个基点|(?:{_ZH_CUR})|(?:{_ZH_UNIT})|(?:{_EN_UNIT})(?![A-Za-z])|年|月份|月|个月)?",
     re.IGNORECASE,
 )
 _EN_QUARTER = re.compile(r"\bQ([1-4])\b|\b(first|second|third|fourth)[- ]quarter\b", re.I)
-_ZH_QUARTER = re.compile(r"(?<!前)第?([一二三四1-4])季度")
+_ZH_QUARTER = re.compile(r"(?<!前)第?([一二三四1-4])(?:季度|财季)")
 _EN_MONTH = re.compile(r"\b(January|February|March|April|May|June|July|August|September|October|"
                        r"November|December)\b")  # fmt: skip
 _EN_WORD_NUMBER = re.compile(r"\b(" + "|".join(_EN_NUMBER_WORDS) + r")\b", re.I)
+_CN_MONTHS = frozenset("一 二 三 四 五 六 七 八 九 十 十一 十二".split())  # noqa: SIM905
 _SKIP_BEFORE_ZH = ("第", "数", "几", "上", "之")
 _ZH_WORDS_NOT_NUMBERS = (
     "一些", "一方面", "一直", "一起", "一定", "一致", "一样", "一般", "一体", "一旦",
@@ -126,20 +134,28 @@ class Figure:
     tolerance: float
     text: str
     approx: bool = False
+    factor: float = 1.0  # the unit's factor to its base unit: value = the number as written x factor
 
     def matches(self, other: Figure) -> bool:
         if not _compatible(self, other):
             return False
-        if self.kind in ("year", "quarter", "month") or other.kind in ("year", "quarter", "month"):
+        if self.kind in _EXACT_KINDS or other.kind in _EXACT_KINDS:
             return self.value == other.value
-        slack = max(self.tolerance, other.tolerance) + 1e-9 * max(abs(self.value), abs(other.value), 1.0)
-        return abs(self.value - other.value) <= slack
+        a, b = self.as_written_against(other), other.as_written_against(self)
+        slack = max(a.tolerance, b.tolerance) + 1e-9 * max(abs(a.value), abs(b.value), 1.0)
+        return abs(a.value - b.value) <= slack
+
+    def as_written_against(self, other: Figure) -> Figure:
+        """A bare number is compared with a quantity as the quantity is written ("100" vs "100 hours")."""
+        if self.kind == "quantity" and other.kind == "number" and self.factor != 1.0:
+            return replace(self, value=self.value / self.factor, tolerance=self.tolerance / self.factor)
+        return self
 
     def scaled_slip_of(self, other: Figure) -> bool:
         """Whether this figure is `other` with its magnitude moved (万/亿, million/billion, a decimal)."""
         if not _compatible(self, other) or self.kind in ("year", "quarter", "month") or other.value == 0:
             return False
-        if self.unit is None or other.unit is None:
+        if (self.unit is None or other.unit is None) and not (self.kind == other.kind == "percent"):
             return False
         ratio = self.value / other.value
         if ratio <= 0:
@@ -152,10 +168,41 @@ def _compatible(a: Figure, b: Figure) -> bool:
     if {a.kind, b.kind} <= {"year", "number"}:
         return True
     if "number" in (a.kind, b.kind):
-        return a.kind not in ("month", "quarter") and b.kind not in ("month", "quarter")
+        return not ({a.kind, b.kind} & {"month", "quarter", "period"})
     if a.kind != b.kind:
         return False
     return a.unit is None or b.unit is None or a.unit == b.unit
+
+
+class FigureIndex:
+    """Figures sorted by value: a match lies within about 5%, so only a narrow window is compared."""
+
+    def __init__(self, figures: Iterable[Figure]) -> None:
+        self.figures = sorted(figures, key=lambda f: f.value)
+        self._values = [f.value for f in self.figures]
+        self._quantities = [f for f in self.figures if f.kind == "quantity" and f.factor != 1.0]
+
+    def has(self, figure: Figure) -> bool:
+        # a known figure's tolerance is at most 5% of its value, so it lies within 6% of this one
+        slack = 0.06 * abs(figure.value) + figure.tolerance + 1e-6
+        low = bisect_left(self._values, figure.value - slack)
+        high = bisect_right(self._values, figure.value + slack)
+        if any(figure.matches(known) for known in self.figures[low:high]):
+            return True
+        if figure.kind == "number":  # quantities sit at their base-unit values: compare as written
+            return any(figure.matches(q) for q in self._quantities)
+        if figure.kind == "quantity" and figure.factor != 1.0:
+            written = figure.value / figure.factor
+            return any(
+                n.matches(figure) for n in self._numbers_near(written, figure.tolerance / figure.factor)
+            )
+        return False
+
+    def _numbers_near(self, value: float, tolerance: float) -> list[Figure]:
+        slack = 0.06 * abs(value) + tolerance + 1e-6
+        return self.figures[
+            bisect_left(self._values, value - slack) : bisect_right(self._values, value + slack)
+        ]
 
 
 def tolerance_of(number_text: str, scale: float) -> float:
@@ -178,22 +225,59 @@ def _is_float(text: str) -> bool:
 def figures_in(text: str, *, liberal: bool = False) -> list[Figure]:
     """Every figure in `text`. `liberal` also reads number words and bare Chinese numerals."""
     found: list[Figure] = []
-    taken: list[tuple[int, int]] = []
+    placed: list[tuple[tuple[int, int], Figure]] = []
     for group, span in _all_figures(text, liberal):
-        if any(span[0] < end and start < span[1] for start, end in taken):
+        if any(span[0] < end and start < span[1] for (start, end), _ in placed):
             continue
-        taken.append(span)
-        approx = bool(_APPROX_BEFORE.search(text[max(0, span[0] - 20) : span[0]])) or bool(
+        before = text[max(0, span[0] - 20) : span[0]]
+        approx = bool(before.strip() and _APPROX_BEFORE.search(before)) or bool(
             _APPROX_AFTER.match(text[span[1] : span[1] + 4])
         )
-        found.extend(replace(f, approx=True) for f in group) if approx else found.extend(group)
-    return found
+        group = [replace(f, approx=True) for f in group] if approx else group
+        found.extend(group)
+        placed.extend((span, f) for f in group)
+    return found + _periods(text, placed)
+
+
+_PERIOD_GAP = re.compile(r"\s*(?:of\s+|in\s+)?(?:\d{1,2}(?:st|nd|rd|th)?,?\s*)?(?:日|号)?\s*")
+
+
+def _periods(text: str, placed: list[tuple[tuple[int, int], Figure]]) -> list[Figure]:
+    """A quarter or month next to its year ("fourth quarter of 2028", "2028年第四季度", "May 2026")."""
+    days = ("number",)  # a day between month and year ("December 14, 2026") is read by the gap pattern
+    ordered = sorted(
+        (pair for pair in placed if not (pair[1].kind in days and pair[1].value <= 31)), key=lambda p: p[0][0]
+    )
+    periods = []
+    for (first_span, first), (second_span, second) in itertools.pairwise(ordered):
+        kinds = {first.kind, second.kind}
+        if "year" not in kinds or not kinds & {"quarter", "month"}:
+            continue
+        if not _PERIOD_GAP.fullmatch(text, first_span[1], second_span[0]):
+            continue
+        year, part = (first, second) if first.kind == "year" else (second, first)
+        code = part.value + (50 if part.kind == "quarter" else 0)  # quarters 51-54, months 1-12
+        periods.append(
+            Figure("period", year.value * 100 + code, None, 0.0, text[first_span[0] : second_span[1]])
+        )
+    return periods
+
+
+def period_parts(figure: Figure) -> tuple[int, int]:
+    """(year, sub-period code) of a period figure."""
+    year, code = divmod(int(figure.value), 100)
+    return year, code
 
 
 Found = tuple[list[Figure], tuple[int, int]]  # the figures of one match (two for a range), its span
 
 
+_ANY_FIGURE_CHAR = re.compile(rf"[0-9{_CN_DIGITS}十百千万QJFMASONDqfst]")
+
+
 def _all_figures(text: str, liberal: bool) -> Iterator[Found]:
+    if not liberal and not _ANY_FIGURE_CHAR.search(text):  # no digit, numeral, quarter or month here
+        return
     yield from _quarters(text)
     yield from _months(text)
     yield from _chinese_figures(text, liberal)
@@ -203,6 +287,8 @@ def _all_figures(text: str, liberal: bool) -> Iterator[Found]:
 
 
 def _quarters(text: str) -> Iterator[Found]:
+    if "季" not in text and "quarter" not in text.lower() and "Q" not in text:
+        return
     for match in _EN_QUARTER.finditer(text):
         value = int(match.group(1)) if match.group(1) else _EN_ORDINAL_QUARTERS[match.group(2).lower()]
         yield [Figure("quarter", float(value), None, 0.0, match.group(0))], match.span()
@@ -246,12 +332,24 @@ def _figure_end(match: re.Match[str]) -> int:
 def _glued_to_word(text: str, start: int, end: int | None = None) -> bool:
     """Numbers that are part of Latin names (H200, 10-K, COVID-19, 5G, B2B) are not figures."""
     before = text[start - 1] if start > 0 else " "
-    if _latin(before) or before == "_" or (before == "-" and start > 1 and _latin(text[start - 2])):
+    if _latin(before) or before == "_":
         return True
+    if before == "-" and start > 1 and _latin(text[start - 2]):
+        word = re.search(r"[A-Za-z]+$", text[max(0, start - 12) : start - 1])
+        if not (word and word.group(0).lower() in _DATE_PREFIXES):  # "mid-2029" is a year; "COVID-19" not
+            return True
     if end is None:
         return False
     after = text[end] if end < len(text) else " "
+    if after == "-" and _SINGLE_LETTER.match(text, end + 1):  # 10-K, 8-K filings
+        return True
     return _latin(after) or after.isdigit()
+
+
+_DATE_PREFIXES = frozenset(
+    {"mid", "early", "late", "pre", "post", "end", "start", "fiscal", "fy", "calendar"}
+)
+_SINGLE_LETTER = re.compile(r"[A-Za-z](?![A-Za-z])")
 
 
 def _latin(ch: str) -> bool:
@@ -287,7 +385,7 @@ def _english_figure(raw: str, scale: float, currency: str | None, match: re.Matc
     unit_text = (match.group("unit") or "").lower()
     if unit_text:
         dimension, factor = _UNITS[unit_text]
-        return Figure("quantity", value * factor, dimension, tolerance * factor, text)
+        return Figure("quantity", value * factor, dimension, tolerance * factor, text, factor=factor)
     if scale == 1.0 and "." not in raw and "," not in raw and 1900 <= value <= 2100 and len(raw) == 4:
         return Figure("year", value, None, 0.0, text)
     return Figure("number", value, None, tolerance, text)
@@ -302,6 +400,8 @@ def _currency(prefix: str | None, word: str | None) -> str | None:
 
 
 def _chinese_figures(text: str, liberal: bool) -> Iterator[Found]:
+    if text.isascii():  # no Chinese numeral, magnitude, unit or currency can appear
+        return
     for match in _ZH_FIGURE.finditer(text):
         raw = match.group("num")
         if not raw[0].isdigit() and not _chinese_numeral_is_figure(text, match, liberal):
@@ -317,15 +417,21 @@ def _chinese_numeral_is_figure(text: str, match: re.Match[str], liberal: bool) -
     start = match.start()
     if start > 0 and text[start - 1] in _SKIP_BEFORE_ZH and not match.group("pre"):
         return False
-    window = text[max(0, start - 2) : match.end() + 2]
-    if any(word in window for word in _ZH_WORDS_NOT_NUMBERS):
+    end = match.end()
+    edges = (text[max(0, start - 2) : start + 2], text[max(0, end - 2) : end + 2])
+    if not match.group("pre") and any(word in edge for edge in edges for word in _ZH_WORDS_NOT_NUMBERS):
         return False
     raw = match.group("num")
     if raw in "百千万":  # "千亿参数" (a hundred billion): a bare magnitude, read in sources only
         return liberal
     if raw[0] not in _CN_DIGITS and raw[0] != "十":
         return False
-    if match.group("pre") or match.group("tail") not in (None, "年", "月", "月份"):
+    tail = match.group("tail")
+    if match.group("pre") or tail not in (None, "年", "月", "月份"):
+        return True
+    if tail == "年" and len(raw) == 4 and all(ch in _CN_DIGITS for ch in raw):  # 二〇二六年
+        return True
+    if tail in ("月", "月份") and raw in _CN_MONTHS:  # 五月, 十二月
         return True
     if match.group("mag") or any(ch in "十百千万亿" for ch in raw):
         return liberal or len(raw) > 1 or match.group("mag") is not None
@@ -363,7 +469,7 @@ def _chinese_figure(value: float, tolerance: float, tail: str, pre: bool, text: 
         return Figure("money", value, _ZH_CURRENCIES[tail], tolerance, text)
     if tail.lower() in _UNITS:
         dimension, factor = _UNITS[tail.lower()]
-        return Figure("quantity", value * factor, dimension, tolerance * factor, text)
+        return Figure("quantity", value * factor, dimension, tolerance * factor, text, factor=factor)
     if tail == "年":
         if 1900 <= value <= 2100 and value == int(value):
             return Figure("year", value, None, 0.0, text)
@@ -381,8 +487,17 @@ def _chinese_number(raw: str) -> tuple[float, str, float] | None:
         except ValueError:
             return None
     value = _ZH_MAGNITUDES[raw] if raw in "百千万" else _cn2an(raw)
-    if value is None:
-        return None
+    if value is None and len(raw) == 4 and all(ch in _CN_DIGITS for ch in raw):  # a year: 二〇二六
+        value = float("".join(str("零一二三四五六七八九".find(ch) if ch != "〇" else 0) for ch in raw))
+    if value is None:  # "一点五亿": cn2an reads the number, the magnitude is ours
+        head = raw.rstrip("十百千万亿")
+        tail_value = _cn2an(head) if head and head != raw else None
+        if tail_value is None:
+            return None
+        scale = 1.0
+        for ch in raw[len(head) :]:
+            scale *= _ZH_MAGNITUDES[ch]
+        value = tail_value * scale
     # the precision of "九亿" is a whole 亿: the scale of the last non-zero numeral
     trailing = 1.0
     for ch in reversed(raw):
@@ -404,7 +519,13 @@ def _cn2an(raw: str) -> float | None:
     return value
 
 
+_HALF_A = re.compile(r"\bhalf an? (thousand|million|billion|trillion)\b", re.IGNORECASE)
+
+
 def _number_words(text: str) -> Iterator[Found]:
+    for match in _HALF_A.finditer(text):  # "half a million"
+        value = 0.5 * _EN_MAGNITUDES[match.group(1).lower()]
+        yield [Figure("number", value, None, 0.0, match.group(0))], match.span()
     for match in _EN_WORD_NUMBER.finditer(text):
         value = _EN_NUMBER_WORDS[match.group(1).lower()]
         yield [Figure("number", value, None, 0.0, match.group(0))], match.span()

@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pipeline.ingest.article import Article
 from pipeline.prompts import Glossary, mentions
 from pipeline.schema import KeyDataRow, Lang, ModelPart, Section
-from pipeline.validate.figures import Figure, describe, figures_in
+from pipeline.validate.figures import Figure, FigureIndex, describe, figures_in, period_parts
 from pipeline.validate.findings import Finding, Severity
 
 _OTHER: dict[Lang, Lang] = {"en": "zh", "zh": "en"}
@@ -44,15 +44,18 @@ class Source:
         self.text = f"{self.article.title}\n{meta}\n{self.article.text}"
         self.lowered = self.text.lower()
         self.figures = figures_in(self.text, liberal=True)
+        self.index = FigureIndex(self.figures)
+        self.periods = [f for f in self.figures if f.kind == "period"]
+        self._tokens = set(re.findall(r"[a-z0-9]+", self.lowered.replace(".", "")))
 
     def has(self, figure: Figure) -> bool:
-        return any(figure.matches(known) for known in self.figures)
+        return self.index.has(figure)
 
     def slip_of(self, figure: Figure) -> Figure | None:
         return next((known for known in self.figures if figure.scaled_slip_of(known)), None)
 
     def names(self, name: str) -> bool:
-        return mentions(self.text, self.lowered, name) or _loosely_named(self.lowered, name)
+        return mentions(self.text, self.lowered, name) or _loosely_named(self, name)
 
 
 def strict_fields(lang: Lang, section: Section) -> Iterator[tuple[str, str]]:
@@ -81,14 +84,24 @@ def _is_parity_field(path: str) -> bool:
     return ".tldr[" in path or ".key_data[" in path
 
 
+Parse = Callable[[str], list[Figure]]
+
+
 def check_against_source(part: ModelPart, article: Article, glossary: Glossary) -> list[Finding]:
     source = Source(article)
+    parsed: dict[str, list[Figure]] = {}
+
+    def figures(text: str) -> list[Figure]:  # each field is parsed once per check
+        if text not in parsed:
+            parsed[text] = figures_in(text)
+        return parsed[text]
+
     findings: list[Finding] = []
     for lang in ("en", "zh"):
         section = part.en if lang == "en" else part.zh
         other = part.zh if lang == "en" else part.en
-        other_figures = [f for _, text in _all_fields(_OTHER[lang], other) for f in figures_in(text)]
-        findings += _grounding(lang, section, other_figures, source)
+        other_figures = FigureIndex(f for _, text in _all_fields(_OTHER[lang], other) for f in figures(text))
+        findings += _grounding(lang, section, other_figures, source, figures)
         findings += _entities(lang, section, other, source, glossary)
     return findings
 
@@ -98,25 +111,32 @@ def _all_fields(lang: Lang, section: Section) -> Iterator[tuple[str, str]]:
     yield from reasoning_fields(lang, section)
 
 
-def _grounding(lang: Lang, section: Section, other_figures: list[Figure], source: Source) -> list[Finding]:
+def _grounding(
+    lang: Lang, section: Section, other_figures: FigureIndex, source: Source, figures: Parse
+) -> list[Finding]:
     findings: list[Finding] = []
     other_name = _LANG_NAME[_OTHER[lang]]
     for path, text in strict_fields(lang, section):
-        for figure in figures_in(text):
+        for figure in figures(text):
+            if figure.kind == "period":
+                findings += _period_findings(lang, path, figure, source)
+                continue
             if source.has(figure):
-                if _is_parity_field(path) and not any(figure.matches(o) for o in other_figures):
+                if _is_parity_field(path) and not other_figures.has(figure):
                     message = f"{figure.text} is in the source but not in the {other_name} section"
                     findings.append(Finding("parity", "warning", lang, path, message, figure.text))
                 continue
-            in_other = any(figure.matches(o) for o in other_figures)
-            if _is_parity_field(path) and not in_other:
+            findings.append(
+                Finding("grounding", "error", lang, path, _not_in_source(figure, source), figure.text)
+            )
+            if _is_parity_field(path) and not other_figures.has(figure):
                 message = f"{figure.text} is in neither the source nor the {other_name} section"
                 findings.append(Finding("parity", "error", lang, path, message, figure.text))
-            else:
-                findings.append(Finding("grounding", "error", lang, path, _not_in_source(figure, source),
-                                        figure.text))  # fmt: skip
     for path, text in reasoning_fields(lang, section):
-        for figure in figures_in(text):
+        for figure in figures(text):
+            if figure.kind == "period":
+                findings += _period_findings(lang, path, figure, source)
+                continue
             if source.has(figure):
                 continue
             slipped = source.slip_of(figure)
@@ -127,6 +147,20 @@ def _grounding(lang: Lang, section: Section, other_figures: list[Figure], source
                 message = f"{figure.text} is not in the source (analysis may reason, but check it)"
                 findings.append(Finding("grounding", "warning", lang, path, message, figure.text))
     return findings
+
+
+def _period_findings(lang: Lang, path: str, figure: Figure, source: Source) -> list[Finding]:
+    """A quarter or month with its year contradicts the source when the source dates the same
+    quarter or month in another year ("fourth quarter of 2028" written as "2029年第四季度")."""
+    if source.has(figure):
+        return []
+    year, code = period_parts(figure)
+    for known in source.periods:
+        known_year, known_code = period_parts(known)
+        if code == known_code and year != known_year:
+            message = f"{figure.text} contradicts the source's {known.text}"
+            return [Finding("grounding", "error", lang, path, message, figure.text)]
+    return []
 
 
 def _not_in_source(figure: Figure, source: Source) -> str:
@@ -184,11 +218,11 @@ def _entity_problem(
 
 
 def _via_glossary(parts: list[str], source: Source, glossary: Glossary) -> bool:
-    for term in glossary.terms:
-        names = term.names()
-        lowered = {n.lower() for n in names if n}
-        if any(p.lower() in lowered for p in parts) and any(source.names(n) for n in names):
-            return True
+    """Whether a glossary term named by one of `parts` is named (in any of its names) by the source."""
+    for part in parts:
+        for term in glossary.by_name.get(part.strip().lower(), []):
+            if any(source.names(n) for n in term.names()):
+                return True
     return False
 
 
@@ -205,13 +239,12 @@ def _via_same_figure(row: KeyDataRow, other: Section) -> bool:
     return False
 
 
-def _loosely_named(lowered_source: str, name: str) -> bool:
+def _loosely_named(source: Source, name: str) -> bool:
     """A name the source writes a little differently: "U.S. Commerce Department", "华电集团"."""
     if not name.isascii():
         core = _ZH_AFFIXES.sub("", _ZH_AFFIXES.sub("", name.strip()))
-        return len(core) >= 2 and core in lowered_source
+        return len(core) >= 2 and core in source.lowered
     words = [w for w in re.findall(r"[a-z0-9]+", name.lower().replace(".", "")) if w not in _STOPWORDS]
     if not words:
         return False
-    squeezed = lowered_source.replace(".", "")
-    return all(re.search(rf"(?<![a-z0-9]){re.escape(w)}", squeezed) for w in words)
+    return all(w in source._tokens or any(t.startswith(w) for t in source._tokens) for w in words)

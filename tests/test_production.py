@@ -1,0 +1,673 @@
+"""Production runs (issue 4): the lock, kill -9 and resume, the call journal, the budget, shards,
+logs and reports, rate limits, faults at concurrency and the Batch API.
+
+Most tests run the real `newsdesk` CLI in a subprocess against the loopback OpenAI-compatible
+server serving the fixture recordings, as in tests/test_live.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.batch import ENDPOINT, STATE, _pending_requests, batch_line
+from pipeline.cli import app
+from pipeline.config import resolve_settings
+from pipeline.console import PlainProgress
+from pipeline.ingest import load_articles
+from pipeline.ingest.article import Article
+from pipeline.lock import NOTE_NAME, RunLock
+from pipeline.model.cache import JOURNAL_DIR, JournaledModel
+from pipeline.model.ratelimit import RateGate
+from pipeline.model.replay import ReplayModel
+from pipeline.prompts import PromptBook
+from pipeline.runner import Runner, RunOptions
+from pipeline.schema import Analysis
+from pipeline.testing.server import (
+    FakeOpenAIServer,
+    FaultPlan,
+    RecordedRequest,
+    Reply,
+    find_recording,
+    load_recordings,
+)
+from tests.conftest import ARTICLES, RECORDINGS, ROOT
+
+API_KEY = "ndk-prod-9876543210ZYXWVUTSRQPONMLKJIHGFEDCBA"  # not sk-shaped: only real redaction hides it
+CHAT = "/v1/chat/completions"
+PRICES = '[prices."gpt-4.1-mini"]\ninput = 0.4\noutput = 1.6\n'
+ALL_STATUSES = {"ok", "failed", "skipped", "duplicate", "not_started"}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NEWSDESK_"))}
+    environment.update({"NEWSDESK_OFFLINE": "1", "OPENAI_API_KEY": API_KEY})
+    environment.update(env or {})
+    return environment
+
+
+def newsdesk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def report_of(out: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out / "run-report.json").read_text(encoding="utf-8"))
+    return data
+
+
+def chats(server: FakeOpenAIServer) -> list[RecordedRequest]:
+    return [r for r in server.requests if r.method == "POST" and r.path == CHAT]
+
+
+def posts(server: FakeOpenAIServer, path: str) -> list[RecordedRequest]:
+    return [r for r in server.requests if r.method == "POST" and r.path == path]
+
+
+def write_config(folder: Path, text: str) -> Path:
+    path = folder / "newsdesk.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def fixture_index() -> dict[str, Article]:
+    """The 13 fixture articles by fence code (content_sha256[:12], as the prompt fences them)."""
+    articles = [a for a in load_articles([ARTICLES]) if isinstance(a, Article)]
+    assert len(articles) == 13
+    return {a.content_sha256[:12]: a for a in articles}
+
+
+def fence_of(body: Any, fences: dict[str, Article]) -> str:
+    text = json.dumps(body.get("messages") if isinstance(body, dict) else body, ensure_ascii=False)
+    found = [fence for fence in fences if f"BEGIN ARTICLE {fence}" in text]
+    assert len(found) == 1, "every request fences exactly one fixture article"
+    return found[0]
+
+
+def call_of(body: dict[str, Any]) -> str:
+    name = body["response_format"]["json_schema"]["name"]
+    return {"english_answer": "en", "chinese_answer": "zh"}[name]
+
+
+def answer_from_recordings() -> Callable[[dict[str, Any]], Reply]:
+    recordings = load_recordings(RECORDINGS)
+
+    def answer(body: dict[str, Any]) -> Reply:
+        recording = find_recording(recordings, body["messages"])
+        assert recording is not None
+        response = copy.deepcopy(recording.response)
+        response["model"] = body["model"]
+        return Reply(body=response)
+
+    return answer
+
+
+def files_under(folder: Path) -> Iterator[Path]:
+    return (p for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(RECORDINGS, api_key=API_KEY) as running:
+        yield running
+
+
+# ----------------------------------------------------------------------------- 1. the lock
+
+
+def test_a_second_run_on_a_locked_folder_exits_3_at_once_naming_the_holder(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    with RunLock(out, "test-run"):
+        note = json.loads((out / NOTE_NAME).read_text(encoding="utf-8"))
+        started = time.monotonic()
+        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url)
+        elapsed = time.monotonic() - started
+        note_after = json.loads((out / NOTE_NAME).read_text(encoding="utf-8"))
+    assert result.returncode == 3, result.stderr
+    assert elapsed < 10
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert f"pid {os.getpid()}" in lines[0]
+    assert socket.gethostname() in lines[0]
+    assert str(note["started_at"]) in lines[0]
+    assert note_after == note, "the refused run left the holder's note alone"
+    assert chats(server) == [], "a refused run calls no model"
+    assert not (out / "logs").exists() and not (out / "run-report.json").exists()
+
+
+def test_a_stale_lock_note_of_a_dead_run_is_taken_over_with_a_warning(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    previous = {
+        "pid": dead.pid,
+        "host": "crashed-host",
+        "run_id": "old-run",
+        "started_at": "2020-01-02T03:04:05+00:00",
+    }
+    (out / NOTE_NAME).write_text(json.dumps(previous) + "\n", encoding="utf-8")
+    article = ARTICLES / "zh-rrr-cut.txt"
+    result = newsdesk("run", str(article), "--out", str(out), "--base-url", server.base_url)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "took over" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning"), result.stderr
+    assert str(dead.pid) in warnings[0]
+    run_id = report_of(out)["run_id"]
+    events = [json.loads(line) for line in (out / "logs" / f"{run_id}.jsonl").read_text("utf-8").splitlines()]
+    taken = [e for e in events if e["event"] == "lock_taken_over"]
+    assert len(taken) == 1 and taken[0]["previous"] == previous
+    assert not (out / NOTE_NAME).exists(), "the finished run removed its own note"
+
+
+# ----------------------------------------------------------------------------- 2. kill -9 and resume
+
+
+class GatedScript:
+    """Answers the first three articles fully and the fourth's `en` call; blocks everything else.
+
+    That stops a concurrency-2 run in a known state: three articles written, one with its `en`
+    answer in the journal, and every in-flight request waiting on the server (no write under way).
+    """
+
+    def __init__(self, fences: dict[str, Article]) -> None:
+        self.fences = fences
+        self.answer = answer_from_recordings()
+        self.release = threading.Event()
+        self.order: list[str] = []
+        self.waiting = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        fence = fence_of(body, self.fences)
+        with self._lock:
+            if fence not in self.order:
+                self.order.append(fence)
+            rank = self.order.index(fence)
+            allowed = rank < 3 or (rank == 3 and call_of(body) == "en")
+            if not allowed:
+                self.waiting += 1
+        if not allowed:
+            self.release.wait(timeout=30)
+            return Reply.error(503, "the server is going away", error_type="server_error")
+        return self.answer(body)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the run to reach its state"
+        time.sleep(0.02)
+
+
+def test_kill_9_leaves_no_torn_file_and_the_rerun_pays_only_for_what_is_missing(tmp_path: Path) -> None:
+    fences = fixture_index()
+    out = tmp_path / "out"
+    args = ("run", str(ARTICLES), "--out", str(out), "--concurrency", "2")
+    script = GatedScript(fences)
+
+    def finished() -> list[Path]:
+        return sorted((out / "articles").glob("*/analysis.json"))
+
+    def journaled() -> list[Path]:
+        if not (out / JOURNAL_DIR).exists():
+            return []
+        return sorted(p for p in (out / JOURNAL_DIR).rglob("*.json") if not p.name.startswith("."))
+
+    with FakeOpenAIServer(script=script, api_key=API_KEY) as gated:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *args, "--base-url", gated.base_url],
+            cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: len(finished()) == 3 and script.waiting == 3 and len(journaled()) == 1)
+            time.sleep(0.05)
+            os.kill(process.pid, signal.SIGKILL)
+            assert process.wait(timeout=10) == -signal.SIGKILL
+            assert len(chats(gated)) == 10, "three articles, one en answer, three requests held"
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            script.release.set()
+
+    assert [p for p in out.rglob("*.tmp")] == [], "no temporary file survives"
+    done_ids = set()
+    for path in finished():
+        analysis = Analysis.model_validate_json(path.read_text(encoding="utf-8"))
+        assert (path.parent / "article.html").is_file() and (path.parent / "article.md").is_file()
+        done_ids.add(analysis.article.id)
+    for folder in (out / "articles").iterdir():
+        assert (folder / "analysis.json").is_file() or not any(folder.iterdir()), folder
+    order_ids = [fences[f].id for f in script.order]
+    assert done_ids == set(order_ids[:3])
+    half = fences[script.order[3]]
+    assert [p.relative_to(out / JOURNAL_DIR).as_posix() for p in journaled()] == [f"{half.id}/en-0.json"]
+    json.loads(journaled()[0].read_text(encoding="utf-8"))
+
+    with FakeOpenAIServer(RECORDINGS, api_key=API_KEY) as healthy:
+        rerun = newsdesk(*args, "--base-url", healthy.base_url)
+        requests = chats(healthy)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "took over" in rerun.stderr, "the dead run's lock note was taken over"
+    counts = report_of(out)["counts"]
+    assert counts["ok"] + counts["skipped"] == 13
+    assert counts["skipped"] == 3
+    missing = 13 - len(done_ids)
+    assert len(requests) == 2 * missing - 1, "one call of the half-done article came from the journal"
+    done_fences = {f for f, a in fences.items() if a.id in done_ids}
+    asked = [(fence_of(r.body, fences), call_of(r.body)) for r in requests]
+    assert not [pair for pair in asked if pair[0] in done_fences], "finished articles cost nothing"
+    assert (half.content_sha256[:12], "en") not in asked
+    assert (half.content_sha256[:12], "zh") in asked
+    assert len(finished()) == 13
+    assert [p for p in out.rglob("*.tmp")] == []
+    assert journaled() == [], "the journal is cleared once every article is written"
+
+
+# ----------------------------------------------------------------------------- 3. the call journal
+
+
+def test_an_answered_call_of_a_failed_article_is_not_paid_for_again(tmp_path: Path) -> None:
+    article = ARTICLES / "energy-iron-air-storage.txt"
+    out = tmp_path / "out"
+    answer = answer_from_recordings()
+
+    def zh_fails(body: dict[str, Any]) -> Reply:
+        if call_of(body) == "zh":
+            return Reply.error(400, "This model cannot answer in Chinese today.", code="invalid_value")
+        return answer(body)
+
+    with FakeOpenAIServer(script=zh_fails, api_key=API_KEY) as broken:
+        first = newsdesk("run", str(article), "--out", str(out), "--base-url", broken.base_url)
+        assert sorted(call_of(r.body) for r in chats(broken)) == ["en", "zh"]
+    assert first.returncode == 1, first.stderr
+    entry = report_of(out)["articles"][0]
+    assert entry["status"] == "failed" and "400" in entry["error"]
+    journal = out / JOURNAL_DIR / entry["id"]
+    assert sorted(p.name for p in journal.iterdir()) == ["en-0.json"]
+
+    config = write_config(tmp_path, PRICES)
+    with FakeOpenAIServer(RECORDINGS, api_key=API_KEY) as healthy:
+        second = newsdesk("run", str(article), "--out", str(out), "--base-url", healthy.base_url,
+                          "--config", str(config))  # fmt: skip
+        requests = chats(healthy)
+    assert second.returncode == 0, second.stderr
+    assert [call_of(r.body) for r in requests] == ["zh"], "only the failed call is asked again"
+    assert not journal.exists(), "the article's journal is cleared after success"
+    zh_recording = json.loads((RECORDINGS / entry["id"] / "zh-0.json").read_text(encoding="utf-8"))[
+        "response"
+    ]["usage"]
+    report = report_of(out)
+    assert report["usage"]["prompt_tokens"] == zh_recording["prompt_tokens"], (
+        "the journaled call is not billed"
+    )
+    assert report["usage"]["completion_tokens"] == zh_recording["completion_tokens"]
+
+
+# ----------------------------------------------------------------------------- 4. the budget
+
+
+def test_a_budget_starts_only_the_articles_it_can_pay_for(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = write_config(tmp_path, PRICES)
+    budget = 0.02
+    result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url,
+                      "--config", str(config), "--budget-usd", str(budget))  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    report = report_of(out)
+    counts = report["counts"]
+    assert 0 < counts["ok"] < 13, counts
+    assert counts["not_started"] > 0
+    assert sum(counts.values()) == 13 and counts["failed"] == 0
+    not_started = [a for a in report["articles"] if a["status"] == "not_started"]
+    assert all("budget" in a["error"] for a in not_started)
+    assert report["budget_usd"] == budget
+    assert report["cost_usd"] is not None and 0 < report["cost_usd"] <= budget
+    assert len(chats(server)) == 2 * counts["ok"], "articles not started made no call"
+    assert "budget" in result.stderr
+
+
+def test_a_budget_without_a_price_is_a_usage_error(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["run", str(ARTICLES), "--out", str(out), "--replay", str(RECORDINGS), "--budget-usd", "1"]
+    )
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "prices" in lines[0]
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- 5. shards
+
+
+def ok_ids(out: Path) -> set[str]:
+    return {a["id"] for a in report_of(out)["articles"] if a["status"] == "ok"}
+
+
+def replay_in_process(out: Path, *extra: str) -> int:
+    result = CliRunner().invoke(
+        app, ["run", str(ARTICLES), "--out", str(out), "--replay", str(RECORDINGS), *extra]
+    )
+    return result.exit_code
+
+
+def test_shards_split_the_articles_into_disjoint_repeatable_shares(tmp_path: Path) -> None:
+    shares: list[set[str]] = []
+    for k in (1, 2, 3):
+        out = tmp_path / f"shard{k}"
+        assert replay_in_process(out, "--shard", f"{k}/3") == 0
+        report = report_of(out)
+        assert {a["status"] for a in report["articles"]} == {"ok"}, "out-of-shard inputs are not reported"
+        shares.append(ok_ids(out))
+        assert {p.name for p in (out / "articles").iterdir()} == shares[-1], "nothing written out of shard"
+    all_ids = {a.id for a in fixture_index().values()}
+    assert set().union(*shares) == all_ids
+    assert sum(len(s) for s in shares) == 13, "no article is in two shards"
+    assert all(shares), "each shard takes some of the 13 articles"
+
+    again = tmp_path / "shard2-again"
+    assert replay_in_process(again, "--shard", "2/3") == 0
+    assert ok_ids(again) == shares[1]
+
+
+@pytest.mark.parametrize("shard", ["0/3", "4/3", "x", "1/0", "2", "-1/3", "1/3/3", "\u00b2/3"])
+def test_a_bad_shard_is_a_usage_error_naming_the_option(shard: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["run", str(ARTICLES), "--out", str(out), "--replay", str(RECORDINGS), "--shard", shard]
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "--shard" in lines[0], result.stderr
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- 6. logs and reports
+
+
+def test_logs_reports_and_exit_codes_of_a_run_and_its_skipped_rerun(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "in"
+    shutil.copytree(ARTICLES, inputs)
+    (inputs / "zz-binary.txt").write_bytes(bytes(range(256)) * 8)
+    out = tmp_path / "out"
+    config = write_config(tmp_path, PRICES)
+    result = newsdesk("run", str(inputs), "--out", str(out), "--base-url", server.base_url,
+                      "--config", str(config))  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "\x1b[" not in result.stderr, "plain lines off a terminal"
+
+    report = report_of(out)
+    run_id = report["run_id"]
+    assert (out / "runs" / f"{run_id}.json").read_bytes() == (out / "run-report.json").read_bytes()
+    assert report["counts"] == {"ok": 13, "failed": 1, "skipped": 0, "duplicate": 0, "not_started": 0}
+    bad = [a for a in report["articles"] if a["status"] == "failed"]
+    assert len(bad) == 1 and "zz-binary.txt" in bad[0]["source"] and bad[0]["error"]
+    assert report["usage"]["prompt_tokens"] > 0 and report["usage"]["completion_tokens"] > 0
+    assert isinstance(report["cost_usd"], float) and report["cost_usd"] > 0
+    assert report["cost_usd"] == pytest.approx(sum(a["cost_usd"] or 0 for a in report["articles"]), abs=1e-5)
+    assert isinstance(report["duration_s"], float) and report["duration_s"] >= 0
+    plain = [line for line in result.stderr.splitlines() if line.split(" ", 1)[0] in ALL_STATUSES]
+    assert len(plain) == 14, "one plain line per input"
+
+    lines = (out / "logs" / f"{run_id}.jsonl").read_text(encoding="utf-8").splitlines()
+    events = [json.loads(line) for line in lines]
+    assert all(isinstance(e, dict) and "ts" in e for e in events)
+    names = [e["event"] for e in events]
+    assert names[0] == "run_started" and names[-1] == "run_finished"
+    assert names.count("article") == 14 and names.count("run_started") == 1
+    assert events[-1]["counts"] == report["counts"]
+    assert sorted(e["source"] for e in events if e["event"] == "article") == sorted(
+        a["source"] for a in report["articles"]
+    )
+
+    (inputs / "zz-binary.txt").unlink()
+    before = len(chats(server))
+    rerun = newsdesk("run", str(inputs), "--out", str(out), "--base-url", server.base_url,
+                     "--config", str(config))  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    again = report_of(out)
+    assert again["run_id"] != run_id
+    assert {a["status"] for a in again["articles"]} == {"skipped"} and len(again["articles"]) == 13
+    assert len(chats(server)) == before, "a skipped article makes no call"
+    assert (out / "runs" / f"{run_id}.json").is_file(), "earlier run reports are kept"
+    assert (out / "logs" / f"{again['run_id']}.jsonl").is_file()
+
+
+# ----------------------------------------------------------------------------- 7. rate limits
+
+
+def timed(coro_factory: Callable[[], Any]) -> float:
+    async def run() -> float:
+        started = time.monotonic()
+        await coro_factory()
+        return time.monotonic() - started
+
+    return asyncio.run(run())
+
+
+def test_rpm_spaces_requests_evenly() -> None:
+    gate = RateGate(rpm=600)
+
+    async def six() -> None:
+        for _ in range(6):
+            await gate.acquire()
+
+    assert timed(six) >= 0.45
+
+
+def test_concurrent_acquires_share_one_pace() -> None:
+    gate = RateGate(rpm=600)
+
+    async def together() -> None:
+        await asyncio.gather(*(gate.acquire() for _ in range(6)))
+
+    assert timed(together) >= 0.45
+
+
+def test_a_429_pauses_the_next_request_and_slows_the_pace() -> None:
+    gate = RateGate()
+    gate.throttle(0.3)
+    assert gate.factor == pytest.approx(0.7)
+    assert gate.throttled == 1
+    assert timed(gate.acquire) >= 0.28
+    assert timed(gate.acquire) < 0.2, "the pause is for the server's hint, not longer"
+
+
+def test_a_throttled_pace_spreads_requests_further() -> None:
+    gate = RateGate(rpm=600)
+    gate.throttle(0.0)  # factor 0.7: 60 / (600 * 0.7) = 0.143 s apart
+
+    async def four() -> None:
+        for _ in range(4):
+            await gate.acquire()
+
+    assert timed(four) >= 3 * 0.135
+
+
+def test_successes_restore_the_pace_but_never_beyond_the_configured_one() -> None:
+    gate = RateGate(rpm=600)
+    gate.throttle(0.0)
+    gate.throttle(0.0)
+    lowered = gate.factor
+    assert lowered == pytest.approx(0.49)
+    gate.succeeded()
+    assert lowered < gate.factor < 1.0
+    for _ in range(100):
+        gate.succeeded()
+        assert gate.factor <= 1.0
+    assert gate.factor == 1.0
+
+
+def test_server_rate_limits_are_waited_out_and_the_run_completes(tmp_path: Path) -> None:
+    plan = FaultPlan(queue=["429"], retry_after=None, retry_after_ms=300)
+    article = ARTICLES / "zh-rrr-cut.txt"
+    with FakeOpenAIServer(RECORDINGS, api_key=API_KEY, faults=plan, rpm_limit=2, rpm_window=1.5) as limited:
+        result = newsdesk("run", str(article), "--out", str(tmp_path), "--base-url", limited.base_url)
+        requests = chats(limited)
+        counters = limited.counters
+    assert result.returncode == 0, result.stderr
+    assert report_of(tmp_path)["counts"]["ok"] == 1
+    assert plan.injected == ["429"]
+    first = requests[0].received_at
+    retries = requests[2:]
+    assert retries, "the rate-limited call was asked again"
+    assert all(r.received_at - first >= 0.29 for r in retries), "no retry before the Retry-After"
+    assert counters.accepted == 3, "two calls plus one retry got through"
+    assert counters.rejected_429 == 1, "the early retry met the server's limit once, then waited"
+    assert requests[-1].received_at - first >= 1.45, "the server's own Retry-After was waited out too"
+
+
+# ----------------------------------------------------------------------------- 8. faults at concurrency
+
+
+def test_a_quarter_of_calls_failing_at_concurrency_8_still_finishes_every_article(tmp_path: Path) -> None:
+    kinds = ("429", "500", "503", "drop", "malformed", "length", "schema")
+    plan = FaultPlan(rate=0.25, seed=9, kinds=kinds, retry_after="1", retry_after_ms=20)  # type: ignore[arg-type]
+    out = tmp_path / "out"
+    config = write_config(tmp_path, PRICES)
+    with FakeOpenAIServer(RECORDINGS, api_key=API_KEY, faults=plan) as faulty:
+        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", faulty.base_url,
+                          "--concurrency", "8", "--config", str(config))  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert report_of(out)["counts"]["ok"] == 13
+    assert set(plan.injected) == set(kinds), "every kind of fault was injected (seed 9 draws them all)"
+    written = list(files_under(out))
+    assert {p.relative_to(out).parts[0] for p in written} >= {"articles", "logs", "runs"}
+    for path in written:
+        text = path.read_bytes().decode("utf-8", "replace")
+        assert API_KEY not in text and API_KEY[-8:] not in text, f"API key leaked into {path}"
+        assert "Bearer" not in text, f"auth header leaked into {path}"
+    assert API_KEY not in result.stdout + result.stderr
+
+
+# ----------------------------------------------------------------------------- 9. the Batch API
+
+
+@pytest.fixture
+def batch_config(tmp_path: Path) -> Path:
+    return write_config(tmp_path, "batch_poll_s = 0.05\n" + PRICES)
+
+
+def test_batch_api_sends_one_batch_and_no_live_call(
+    server: FakeOpenAIServer, batch_config: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url, "--batch-api",
+                      "--config", str(batch_config))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = report_of(out)
+    assert report["mode"] == "batch"
+    assert report["counts"]["ok"] == 13
+    assert len(posts(server, "/v1/files")) == 1
+    assert len(posts(server, "/v1/batches")) == 1
+    assert chats(server) == []
+    uploaded = posts(server, "/v1/files")[0].raw
+    assert uploaded.count(b'"custom_id"') == 26, "both calls of every article in one file"
+    assert not (out / STATE).exists()
+    usage = report["usage"]
+    live_price = (usage["prompt_tokens"] * 0.4 + usage["completion_tokens"] * 1.6) / 1e6
+    assert report["cost_usd"] == pytest.approx(live_price / 2, abs=1e-5), "the Batch API bills half price"
+
+
+def test_batch_api_resumes_a_submitted_batch_instead_of_submitting_again(
+    server: FakeOpenAIServer, batch_config: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    settings = resolve_settings({"base_url": server.base_url}, batch_config)
+    book = PromptBook(settings)
+    journal = JournaledModel(ReplayModel(RECORDINGS), out / JOURNAL_DIR)
+    runner = Runner(settings, journal, book, PlainProgress(io.StringIO()), journal)
+    requests = _pending_requests(runner, book, journal, [ARTICLES], RunOptions(out=out))
+    assert len(requests) == 26
+    data = ("\n".join(batch_line(r) for r in requests) + "\n").encode()
+    with openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0) as client:
+        uploaded = client.files.create(file=("crashed.jsonl", data), purpose="batch")
+        batch = client.batches.create(input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h")
+    state = {"batch_id": batch.id, "input_file_id": uploaded.id, "requests": len(requests)}
+    (out / STATE).parent.mkdir(parents=True)
+    (out / STATE).write_text(json.dumps(state) + "\n", encoding="utf-8")
+    before = len(server.requests)
+
+    result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url, "--batch-api",
+                      "--config", str(batch_config))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert report_of(out)["counts"]["ok"] == 13
+    new = server.requests[before:]
+    assert [r for r in new if r.method == "POST"] == [], "no new upload, batch or live call"
+    assert any(r.path == f"/v1/batches/{batch.id}" for r in new), "it polled the saved batch"
+    assert not (out / STATE).exists()
+
+
+def test_batch_lines_that_fail_go_through_live_requests(batch_config: Path, tmp_path: Path) -> None:
+    plan = FaultPlan(queue=["500", None, "schema", "drop", None, "length"])
+    out = tmp_path / "out"
+    with FakeOpenAIServer(RECORDINGS, api_key=API_KEY, faults=plan) as faulty:
+        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", faulty.base_url,
+                          "--batch-api", "--config", str(batch_config))  # fmt: skip
+        live = chats(faulty)
+        batches = posts(faulty, "/v1/batches")
+    assert result.returncode == 0, result.stderr
+    assert plan.injected == ["500", "schema", "drop", "length"]
+    assert len(batches) == 1
+    assert report_of(out)["counts"]["ok"] == 13
+    assert len(live) == 4, "each failed or unusable batch answer costs one live request"
+    assert not (out / STATE).exists()
+    assert list(files_under(out / JOURNAL_DIR)) == []
+
+
+def test_a_batch_run_on_a_locked_folder_exits_3_before_paying_for_a_batch(
+    server: FakeOpenAIServer, batch_config: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    with RunLock(out, "test-run"):
+        started = time.monotonic()
+        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url,
+                          "--batch-api", "--config", str(batch_config))  # fmt: skip
+        elapsed = time.monotonic() - started
+    assert result.returncode == 3, result.stderr
+    assert elapsed < 10
+    assert [(r.method, r.path) for r in server.requests] == [], "no upload, batch or call before the lock"
+    assert not (out / STATE).exists() and not (out / JOURNAL_DIR).exists(), "nothing written to a held folder"
+
+
+def test_a_batch_run_with_a_budget_never_submits_more_than_the_budget_starts(
+    server: FakeOpenAIServer, batch_config: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url,
+                      "--batch-api", "--config", str(batch_config), "--budget-usd", "0.02")  # fmt: skip
+    assert result.returncode in (1, 2), result.stderr  # some not started, or the combination refused
+    submitted = sum(r.raw.count(b'"custom_id"') for r in posts(server, "/v1/files"))
+    counts = report_of(out)["counts"] if (out / "run-report.json").exists() else {}
+    started = counts.get("ok", 0) + counts.get("failed", 0)
+    assert submitted <= 2 * started, f"{submitted} batch requests paid for {started} started article(s)"
