@@ -13,18 +13,31 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from pydantic import ValidationError
 
 from pipeline.config import Settings, resolve_settings
-from pipeline.console import PlainProgress, RichProgress, show_findings
+from pipeline.console import (
+    PlainProgress,
+    RichProgress,
+    show_dry_run,
+    show_findings,
+    show_prompts,
+    show_recording_states,
+)
+from pipeline.dryrun import DryRun, dry_run
+from pipeline.emit.output import write_article, write_index
+from pipeline.emit.render import SiteInfo
 from pipeline.errors import ConfigError, InputError, LockedError, NewsdeskError
 from pipeline.ingest import Limits
 from pipeline.model.base import ChatModel
 from pipeline.model.cache import JOURNAL_DIR, JournaledModel
 from pipeline.model.replay import RecordingModel, ReplayModel
 from pipeline.prompts import PromptBook
+from pipeline.recordings import recording_states
 from pipeline.redact import Redactor
 from pipeline.report import RunReport
 from pipeline.runner import Progress, RunMode, Runner, RunOptions, parse_shard
+from pipeline.schema import Analysis, Lang
 from pipeline.validate.document import load_source, read_analysis_document, validate_document
 
 app = typer.Typer(
@@ -33,6 +46,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Turn raw news articles into bilingual (English + Simplified Chinese) analysis.",
 )
+fixtures_app = typer.Typer(no_args_is_help=True, help="Recorded model calls used for replay.")
+app.add_typer(fixtures_app, name="fixtures")
 
 EXIT_CODES = {ConfigError: 2, LockedError: 3}
 
@@ -60,7 +75,7 @@ def api_key(settings: Settings) -> str:
 
 
 def build_model(
-    settings: Settings, replay: Path | None, record: Path | None, out: Path
+    settings: Settings, replay: Path | None, record: Path | None, out: Path, strict_replay: bool = False
 ) -> tuple[ChatModel, RunMode, JournaledModel | None]:
     """The model for a run: replay, or live (optionally recording), journaled under OUT/.calls."""
     if replay and record:
@@ -68,7 +83,7 @@ def build_model(
     if replay:
         if not replay.is_dir():
             raise ConfigError(f"--replay {replay}: no such folder of recordings")
-        return ReplayModel(replay), "replay", None
+        return ReplayModel(replay, strict=strict_replay), "replay", None
     from pipeline.model.live import LiveModel
 
     key = api_key(settings)
@@ -103,6 +118,12 @@ def run_command(
     force: Annotated[
         bool, typer.Option("--force", help="Redo articles whose outputs already exist.")
     ] = False,
+    strict_replay: Annotated[
+        bool, typer.Option("--strict-replay", help="Fail articles whose recordings are stale.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Render every request; report tokens and cost; call nothing.")
+    ] = False,
 ) -> None:
     """Analyse every article under PATHS and write HTML, Markdown and JSON to --out.
 
@@ -118,7 +139,12 @@ def run_command(
                               f'[prices."{settings.model}"] with input and output to the config')  # fmt: skip
         options = RunOptions(out=out, force=force, shard=_shard(shard))
         book = PromptBook(settings)
-        chat, mode, journal = build_model(settings, replay, record, out)
+        if dry_run:
+            show_dry_run(dry_run_estimate(paths, settings, book), settings)
+            raise typer.Exit(0)
+        if strict_replay and not replay:
+            raise ConfigError("--strict-replay goes with --replay DIR")
+        chat, mode, journal = build_model(settings, replay, record, out, strict_replay)
         if batch_api:
             if mode == "replay":
                 raise ConfigError("--batch-api calls the Batch API; it cannot be combined with --replay")
@@ -154,6 +180,84 @@ async def _run(runner: Runner, chat: ChatModel, paths: list[Path], options: RunO
         return await runner.run(paths, options)
     finally:
         await chat.aclose()
+
+
+@app.command("render")
+def render_command(
+    analysis: Annotated[Path, typer.Argument(help="A saved analysis.json.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (articles/<id>/, index, feed).")],
+    config: Annotated[Path | None, typer.Option(help="TOML config file (site name).")] = None,
+) -> None:
+    """Render a saved analysis.json to HTML and Markdown, without a model."""
+    try:
+        settings = resolve_settings({}, config)
+        parsed = parse_analysis(analysis, read_analysis_document(analysis))
+        site = SiteInfo(settings.site_name, settings.site_name_zh, settings.site_url)
+        written = write_article(out, parsed, site)
+        write_index(out, site)
+    except InputError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except NewsdeskError as exc:
+        fail(exc)
+    for path in written:
+        typer.echo(path)
+
+
+def parse_analysis(path: Path, data: dict[str, object]) -> Analysis:
+    try:
+        return Analysis.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(str(path), f"is not a complete analysis.json ({first['msg']} at {where})") from None
+
+
+@app.command("prompts")
+def prompts_command(
+    article: Annotated[str, typer.Argument(help="An article file (FILE.jsonl:N for one line).")],
+    lang: Annotated[str | None, typer.Option(help="Only the en or zh call.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the exact request bodies as JSON.")] = False,
+) -> None:
+    """Show the exact messages that would be sent for ARTICLE, with token estimates."""
+    try:
+        if lang not in (None, "en", "zh"):
+            raise ConfigError("--lang takes en or zh")
+        settings = resolve_settings({}, config)
+        book = PromptBook(settings)
+        source = load_source(article, Limits(settings.max_input_bytes, settings.max_input_tokens))
+    except InputError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except NewsdeskError as exc:
+        fail(exc)
+    calls: list[Lang] = ["en", "zh"] if lang is None else (["en"] if lang == "en" else ["zh"])
+    show_prompts(book, source, calls, as_json)
+
+
+def dry_run_estimate(paths: list[Path], settings: Settings, book: PromptBook) -> DryRun:
+    return dry_run(paths, settings, book)
+
+
+@fixtures_app.command("status")
+def fixtures_status_command(
+    articles: Annotated[Path, typer.Argument(help="The fixture articles.")] = Path("fixtures/articles"),
+    recordings: Annotated[Path, typer.Option(help="The recordings folder.")] = Path("fixtures/recordings"),
+    config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the states as JSON.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 unless every recording is current.")] = False,
+) -> None:
+    """List recordings that are current, stale, missing or orphaned for the current prompts."""
+    try:
+        settings = resolve_settings({}, config)
+        book = PromptBook(settings)
+        limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
+        states = recording_states([articles], recordings, book, limits)
+    except NewsdeskError as exc:
+        fail(exc)
+    show_recording_states(states, book.version, as_json)
+    raise typer.Exit(1 if check and any(s.state != "current" for s in states) else 0)
 
 
 @app.command("validate")

@@ -7,12 +7,13 @@ The config file is TOML with the keys of :class:`Settings` at the top level (see
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.cost import Price
 from pipeline.errors import ConfigError
@@ -56,12 +57,20 @@ class Settings(BaseModel):
     prompts_dir: Path | None = Field(None, description="Folder of templates overriding the built-in ones.")
     glossary_files: list[Path] = Field(default_factory=list, description="Extra glossary TOML files.")
     site_name: str = "newsdesk"
+    site_url: str | None = Field(None, description="Published address of OUT, for absolute feed links.")
     site_name_zh: str = "新闻分析台"
     disclaimer_en: str = DEFAULT_DISCLAIMER_EN
     disclaimer_zh: str = DEFAULT_DISCLAIMER_ZH
 
     def price(self) -> Price | None:
         return self.prices.get(self.model)
+
+    @field_validator("site_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^\s/]+", value):
+            raise ValueError("site_url must be an absolute http(s) URL")
+        return value
 
     @model_validator(mode="after")
     def _ceiling_above_limit(self) -> Settings:

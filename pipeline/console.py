@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
@@ -11,8 +12,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.ingest.article import Article
+from pipeline.config import Settings
+from pipeline.dryrun import DryRun, request_tokens
+from pipeline.ingest.article import Article, estimate_tokens
+from pipeline.prompts import PromptBook
+from pipeline.recordings import RecordingState
 from pipeline.report import STATUSES, ArticleEntry, RunReport
+from pipeline.schema import Lang
 from pipeline.validate.findings import Finding
 
 _STYLE = {"ok": "green", "failed": "red", "skipped": "cyan", "duplicate": "yellow", "not_started": "magenta"}
@@ -125,3 +131,51 @@ def show_findings(findings: list[Finding], analysis: Path, source: Article | Non
             table.add_row(f"[{style}]{f.severity}[/]", f.check, f.lang or "-", f.path, f.message)
         console.print(table)
     console.print(verdict, highlight=False)
+
+
+def show_dry_run(result: DryRun, settings: Settings) -> None:
+    cost = (
+        f"${result.cost_usd:.4f}"
+        if result.cost_usd is not None
+        else f"unknown (no price for {settings.model})"
+    )
+    print(f"dry run: {result.articles} article(s), {result.failed_inputs} unreadable input(s), "
+          f"{result.requests} request(s)")  # fmt: skip
+    print(f"estimated tokens: {result.prompt_tokens} prompt + {result.completion_tokens} completion "
+          f"(completion assumed at half of max_output_tokens per call); estimated cost: {cost}")  # fmt: skip
+
+
+def show_prompts(book: PromptBook, article: Article, calls: list[Lang], as_json: bool) -> None:
+    bodies = {call: book.request_body(call, book.messages(article, call), book.settings.max_output_tokens)
+              for call in calls}  # fmt: skip
+    if as_json:
+        print(json.dumps(bodies, ensure_ascii=False, indent=2))
+        return
+    print(f"article {article.id} ({article.input_path}); prompt version {book.version}")
+    for call, body in bodies.items():
+        messages = body["messages"]
+        print(
+            f"\n=== call {call}: {len(messages)} message(s), about {request_tokens(body)} prompt tokens ==="
+        )
+        for i, message in enumerate(messages):
+            tokens = estimate_tokens(message["content"])
+            print(f"\n--- [{i}] {message['role']} (about {tokens} tokens) ---")
+            print(message["content"])
+        extra = {k: v for k, v in body.items() if k not in ("messages", "response_format")}
+        print(f"\n--- parameters: {json.dumps(extra, ensure_ascii=False)}; response_format: "
+              f"{body.get('response_format', {}).get('type', 'none (text)')} ---")  # fmt: skip
+
+
+def show_recording_states(states: list[RecordingState], version: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"prompt_version": version, "recordings": [asdict(s) for s in states]},
+                         ensure_ascii=False, indent=2))  # fmt: skip
+        return
+    counts = {k: sum(1 for s in states if s.state == k) for k in ("current", "stale", "missing", "orphaned")}
+    for state in states:
+        if state.state != "current":
+            what = f"{state.source} {state.call}" if state.source else state.path
+            version_note = f" (recorded with {state.recorded_version})" if state.recorded_version else ""
+            print(f"{state.state:<9} {what}{version_note}")
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items())
+    print(f"prompt version {version}: {summary}")

@@ -127,7 +127,7 @@ class Runner:
         self.progress = progress
         self.journal = journal
         self.analyzer = Analyzer(model, book, settings)
-        self.site = SiteInfo(settings.site_name, settings.site_name_zh)
+        self.site = SiteInfo(settings.site_name, settings.site_name_zh, settings.site_url)
         self.limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
         self._overhead_tokens = estimate_tokens(book.messages(_PROBE, "en")[0]["content"]) + 400
 

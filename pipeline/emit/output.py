@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from pipeline.emit.feed import render_atom_feed
 from pipeline.emit.render import (
     SiteInfo,
     render_analysis_json,
@@ -50,6 +51,8 @@ def iter_analyses(out: Path) -> Iterator[Analysis]:
 
 
 def write_index(out: Path, site: SiteInfo) -> Path:
+    """Rebuild the index page and the Atom feed from every analysis in the folder (atomically)."""
     path = out / "index.html"
     atomic_write_text(path, render_index_html(iter_analyses(out), site))
+    atomic_write_text(out / "feed.xml", render_atom_feed(iter_analyses(out), site, site.url))
     return path

@@ -33,6 +33,7 @@ _LABELS = {
 class SiteInfo:
     name: str = "newsdesk"
     name_zh: str = "新闻分析台"
+    url: str | None = None  # the published site's address, for absolute links in the feed
 
 
 @cache
