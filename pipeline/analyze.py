@@ -35,6 +35,7 @@ from pipeline.schema import (
     Usage,
 )
 from pipeline.validate import Finding, check_part, errors, parse_answer
+from pipeline.validate.injection import check_injection
 from pipeline.validate.source import check_against_source, source_figure_texts
 
 # Checks that need the source article (issue 3 plugs its checks in here).
@@ -72,6 +73,7 @@ class ArticleOutcome:
     error: str | None = None
     paid: Usage = field(default_factory=Usage)  # what this run paid for at the live price
     paid_batch: Usage = field(default_factory=Usage)  # ... and at the Batch API price
+    fatal: bool = False  # the endpoint failed in a way every other article would share
 
 
 class Analyzer:
@@ -85,7 +87,8 @@ class Analyzer:
         )
 
     def _check_source(self, part: ModelPart, article: Article) -> list[Finding]:
-        return check_against_source(part, article, self.book.glossary)
+        findings = check_against_source(part, article, self.book.glossary)
+        return findings + check_injection(part, article, self.book.system_prompt)
 
     async def analyze(self, article: Article) -> ArticleOutcome:
         """The finished analysis, or the reason there is none; usage counts every attempt."""
@@ -96,7 +99,9 @@ class Analyzer:
         except AnswerRejected as exc:
             return self._failure(talks, str(exc), exc.findings)
         except ModelError as exc:
-            return self._failure(talks, str(exc), [])
+            outcome = self._failure(talks, str(exc), [])
+            outcome.fatal = bool(getattr(exc, "fatal", False))
+            return outcome
 
     async def _converse(self, article: Article, talks: dict[Lang, Conversation]) -> ArticleOutcome:
         pending: list[Lang] = list(LANGS)

@@ -15,11 +15,13 @@ from typing import Annotated, NoReturn
 import typer
 from pydantic import ValidationError
 
+from pipeline.compare import diff_runs, render_diff_text, write_diff_html
 from pipeline.config import Settings, resolve_settings
 from pipeline.console import (
     PlainProgress,
     RichProgress,
     show_dry_run,
+    show_eval,
     show_findings,
     show_prompts,
     show_recording_states,
@@ -28,6 +30,8 @@ from pipeline.dryrun import DryRun, dry_run
 from pipeline.emit.output import write_article, write_index
 from pipeline.emit.render import SiteInfo
 from pipeline.errors import ConfigError, InputError, LockedError, NewsdeskError
+from pipeline.evaluate import DEFAULT_REPORT_NAME, evaluate, load_eval_report, write_eval_report
+from pipeline.evaluate import compare as compare_eval
 from pipeline.ingest import Limits
 from pipeline.model.base import ChatModel
 from pipeline.model.cache import JOURNAL_DIR, JournaledModel
@@ -159,6 +163,8 @@ def run_command(
             report = asyncio.run(_run(runner, chat, paths, options))
     except NewsdeskError as exc:
         fail(exc)
+    if report.halted:
+        typer.echo(f"Error: the run stopped early: {report.halted}", err=True)
     raise typer.Exit(report.exit_code)
 
 
@@ -260,6 +266,52 @@ def fixtures_status_command(
     raise typer.Exit(1 if check and any(s.state != "current" for s in states) else 0)
 
 
+@app.command("eval")
+def eval_command(
+    folder: Annotated[Path, typer.Argument(help="Fixtures: articles/ and recordings/.")] = Path("fixtures"),
+    baseline: Annotated[Path | None, typer.Option(help="An earlier eval report to compare with.")] = None,
+    report_path: Annotated[
+        Path, typer.Option("--report", help="Where to write this eval's JSON report.")
+    ] = Path(DEFAULT_REPORT_NAME),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report (and comparison) as JSON.")
+    ] = False,
+    config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
+) -> None:
+    """Replay the fixtures, run every validator, and show pass rates per check and language.
+
+    With --baseline, show what got better and worse; exit 1 when anything got worse.
+    """
+    try:
+        settings = resolve_settings({}, config)
+        report = asyncio.run(evaluate(folder, settings))
+        comparison = compare_eval(report, load_eval_report(baseline)) if baseline else None
+        write_eval_report(report, report_path)
+    except InputError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except NewsdeskError as exc:
+        fail(exc)
+    show_eval(report, comparison, as_json)
+    raise typer.Exit(1 if comparison is not None and comparison.got_worse else 0)
+
+
+@app.command("diff")
+def diff_command(
+    out_a: Annotated[Path, typer.Argument(help="The earlier run's output folder.")],
+    out_b: Annotated[Path, typer.Argument(help="The later run's output folder.")],
+    html: Annotated[Path | None, typer.Option(help="Also write the diff as an HTML page.")] = None,
+) -> None:
+    """Show what changed between two runs, section by section and language by language."""
+    try:
+        result = diff_runs(out_a, out_b)
+        if html is not None:
+            write_diff_html(result, html)
+    except NewsdeskError as exc:
+        fail(exc)
+    typer.echo(render_diff_text(result), nl=False)
+
+
 @app.command("validate")
 def validate_command(
     analysis: Annotated[Path, typer.Argument(help="analysis.json, or only the part the model writes.")],
@@ -289,7 +341,7 @@ def validate_command(
         raise typer.Exit(2) from None
     except NewsdeskError as exc:
         fail(exc)
-    findings = validate_document(data, article, book.glossary)
+    findings = validate_document(data, article, book.glossary, book.system_prompt)
     show_findings(findings, analysis, article, as_json)
     raise typer.Exit(1 if any(f.is_error for f in findings) else 0)
 

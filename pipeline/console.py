@@ -14,6 +14,14 @@ from rich.table import Table
 
 from pipeline.config import Settings
 from pipeline.dryrun import DryRun, request_tokens
+from pipeline.evaluate import (
+    Comparison,
+    EvalReport,
+    eval_json,
+    render_eval_details,
+    render_eval_table,
+    rich_eval_table,
+)
 from pipeline.ingest.article import Article, estimate_tokens
 from pipeline.prompts import PromptBook
 from pipeline.recordings import RecordingState
@@ -179,3 +187,15 @@ def show_recording_states(states: list[RecordingState], version: str, as_json: b
             print(f"{state.state:<9} {what}{version_note}")
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     print(f"prompt version {version}: {summary}")
+
+
+def show_eval(report: EvalReport, comparison: Comparison | None, as_json: bool) -> None:
+    if as_json:
+        print(eval_json(report, comparison))
+        return
+    if not sys.stdout.isatty():
+        print(render_eval_table(report, comparison), end="")
+        return
+    console = Console()
+    console.print(rich_eval_table(report, comparison))
+    console.print(render_eval_details(report, comparison), markup=False, highlight=False)

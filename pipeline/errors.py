@@ -3,6 +3,7 @@
     NewsdeskError
     ├── ConfigError          bad flag, config file or environment (exit 2)
     ├── LockedError          another run holds the output folder (exit 3)
+    ├── OutputError          the output folder cannot be written (exit 1; 2 before the run starts)
     ├── InputError           one input cannot be read as an article (that input fails, the batch goes on)
     ├── ModelError           the model could not give a usable answer for one call
     │   ├── ModelUnavailable     transport failures that outlived the retries, 4xx from the endpoint
@@ -36,6 +37,10 @@ class LockedError(NewsdeskError):
     """Another run is writing to the same output folder."""
 
 
+class OutputError(NewsdeskError):
+    """The output folder cannot be written (read-only, full, gone)."""
+
+
 class InputError(NewsdeskError):
     """One input cannot be turned into an article."""
 
@@ -50,7 +55,15 @@ class ModelError(NewsdeskError):
 
 
 class ModelUnavailable(ModelError):
-    """The endpoint could not be reached or refused the request."""
+    """The endpoint could not be reached or refused the request.
+
+    `fatal` means every other request would fail the same way (a bad key, an unknown model, an
+    endpoint that is down or does not speak the API), so the run stops starting articles.
+    """
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
 
 
 class ReplyTruncated(ModelError):

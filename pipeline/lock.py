@@ -18,7 +18,7 @@ from types import TracebackType
 from filelock import FileLock, Timeout
 
 from pipeline.emit.write import atomic_write_text
-from pipeline.errors import LockedError
+from pipeline.errors import ConfigError, LockedError
 
 LOCK_NAME = ".newsdesk.lock"
 NOTE_NAME = ".newsdesk.lock.json"
@@ -32,18 +32,28 @@ class RunLock:
         self.took_over: dict[str, object] | None = None
 
     def __enter__(self) -> RunLock:
-        self.out.mkdir(parents=True, exist_ok=True)
         try:
+            self.out.mkdir(parents=True, exist_ok=True)
             self._lock.acquire(timeout=0)
-        except Timeout:
+        except Timeout:  # (a subclass of OSError: it must come first)
             raise LockedError(f"{self.out} is in use by another newsdesk run ({_describe(self._note())}); "
                               "wait for it to finish or use another --out folder") from None  # fmt: skip
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write to the output folder {self.out}: {exc.strerror or exc}"
+            ) from None
         previous = self._note()
         if previous:  # a note survives only when its holder died without cleaning up
             self.took_over = previous
         note = {"pid": os.getpid(), "host": socket.gethostname(), "run_id": self.run_id,
                 "started_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
-        atomic_write_text(self.out / NOTE_NAME, json.dumps(note) + "\n")
+        try:  # also proves the folder is writable before anything is paid for
+            atomic_write_text(self.out / NOTE_NAME, json.dumps(note) + "\n")
+        except OSError as exc:
+            self._lock.release()
+            raise ConfigError(
+                f"cannot write to the output folder {self.out}: {exc.strerror or exc}"
+            ) from None
         return self
 
     def __exit__(

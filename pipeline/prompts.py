@@ -181,6 +181,11 @@ class PromptBook:
     def _system(self) -> str:
         return self._render("system.j2", site_name=self.settings.site_name)
 
+    @property
+    def system_prompt(self) -> str:
+        """The rendered system message (the injection check looks for it in answers)."""
+        return self._system
+
     @cache  # noqa: B019 -- one PromptBook per run; two calls
     def _task(self, call: Lang) -> str:
         inline_schema = None

@@ -23,6 +23,7 @@ class ArticleEntry(BaseModel):
     cost_usd: float | None = None
     stale: bool = False
     duplicate_of: str | None = None
+    fatal: bool = Field(False, exclude=True)  # an endpoint failure that halts the run
     notes: list[str] = Field(default_factory=list)
     findings: list[FindingOut] = Field(default_factory=list)
 
@@ -40,6 +41,7 @@ class RunReport(BaseModel):
     cost_usd: float | None = None
     budget_usd: float | None = None
     stale: int = 0
+    halted: str | None = None  # why the run stopped starting articles (an endpoint failure), if it did
     articles: list[ArticleEntry] = Field(default_factory=list)
 
     def tally(self) -> None:

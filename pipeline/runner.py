@@ -29,6 +29,7 @@ from pipeline.cost import cost_usd
 from pipeline.emit.output import article_dir, read_analysis, write_article, write_index
 from pipeline.emit.render import SiteInfo
 from pipeline.emit.write import atomic_write_text
+from pipeline.errors import OutputError
 from pipeline.events import EventLog
 from pipeline.ingest import InputFailure, Limits, discover, load_file
 from pipeline.ingest.article import Article, estimate_tokens
@@ -129,6 +130,7 @@ class Runner:
         self.analyzer = Analyzer(model, book, settings)
         self.site = SiteInfo(settings.site_name, settings.site_name_zh, settings.site_url)
         self.limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
+        self.halted: str | None = None
         self._overhead_tokens = estimate_tokens(book.messages(_PROBE, "en")[0]["content"]) + 400
 
     async def run(
@@ -173,7 +175,20 @@ class Runner:
             events.emit("article", **entry.model_dump(exclude={"findings", "outputs"}))
 
         await self._process_all(self._load(inputs), options, budget, record, events)
+        try:
+            self._finish(report, options, run_id, started, events)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            message = f"cannot write the run report in {options.out} ({reason}); finished articles are whole"
+            raise OutputError(message) from None
+        self.progress.finish(report)
+        return report
+
+    def _finish(
+        self, report: RunReport, options: RunOptions, run_id: str, started: float, events: EventLog
+    ) -> None:
         write_index(options.out, self.site)
+        report.halted = self.halted
         report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         report.duration_s = round(time.monotonic() - started, 3)
         report.tally()
@@ -181,9 +196,7 @@ class Runner:
         atomic_write_text(options.out / "runs" / f"{run_id}.json", report_text)
         atomic_write_text(options.out / "run-report.json", report_text)
         events.emit("run_finished", counts=report.counts, usage=report.usage.model_dump(),
-                    cost_usd=report.cost_usd, duration_s=report.duration_s)  # fmt: skip
-        self.progress.finish(report)
-        return report
+                    cost_usd=report.cost_usd, duration_s=report.duration_s, halted=report.halted)  # fmt: skip
 
     def _load(self, inputs: list[Path | InputFailure]) -> Iterator[Article | InputFailure]:
         for item in inputs:
@@ -206,6 +219,11 @@ class Runner:
                 continue
             assert isinstance(item, Article)
             await slots.acquire()
+            if self.halted is not None:
+                slots.release()
+                error = f"not started: {self.halted}"
+                record(ArticleEntry(id=item.id, source=item.input_path, status="not_started", error=error))
+                continue
             reserved = budget.estimate(self._prompt_tokens(item)) if budget else 0.0
             if budget is not None and not budget.try_reserve(reserved):
                 slots.release()
@@ -230,6 +248,9 @@ class Runner:
             entry = await self._process(article, out)
             if budget is not None:
                 budget.settle(reserved, entry.cost_usd or 0.0, entry.usage.completion_tokens)
+            if entry.fatal and self.halted is None:  # every later article would fail the same way
+                self.halted = entry.error or "the endpoint failed"
+                self.progress.note(f"stopping: {self.halted}")
             record(entry)
         finally:
             slots.release()
@@ -278,6 +299,13 @@ class Runner:
     async def _process(self, article: Article, out: Path) -> ArticleEntry:
         try:
             return await self._analyze_and_write(article, out)
+        except (
+            OSError
+        ) as exc:  # the journal or the outputs cannot be written: later articles could not either
+            error = f"cannot write to {out}: {exc.strerror or exc}"
+            return ArticleEntry(
+                id=article.id, source=article.input_path, status="failed", error=error, fatal=True
+            )
         except Exception as exc:  # one article's bug never stops the batch
             if os.environ.get("NEWSDESK_DEBUG"):
                 raise
@@ -293,7 +321,8 @@ class Runner:
             try:
                 entry.outputs = write_article(out, outcome.analysis, self.site)
             except OSError as exc:
-                entry.status, entry.error = "failed", f"cannot write outputs: {exc.strerror or exc}"
+                entry.status, entry.error = "failed", f"cannot write to {out}: {exc.strerror or exc}"
+                entry.fatal = True
                 return entry
             if self.journal is not None:
                 self.journal.forget(article.id)
@@ -308,6 +337,7 @@ class Runner:
         if price is not None:
             cost = cost_usd(outcome.paid, price) + cost_usd(outcome.paid_batch, price, batch=True)
         return ArticleEntry(
+            fatal=outcome.fatal,
             id=article.id,
             source=article.input_path,
             status="ok" if outcome.analysis is not None else "failed",

@@ -496,9 +496,7 @@ WARNINGS = [
     ("unresolved-english-entity-of-zh-source", TENDER, put("en.key_data.7.entity", "Wang Jianhua"),
      "entities", "en", "en.key_data[7].entity"),
     ("zh-bold", ECB, swap("zh.tldr.0", "欧洲央行", "<b>欧洲央行</b>"), "markup", "zh", "zh.tldr[0]"),
-    ("zh-script", ECB, append("zh.summary", '<script>alert("x")</script>'), "markup", "zh", "zh.summary"),
-    ("en-script", ECB, append("en.faq.0.answer", "<script src=x></script>"), "markup", "en",
-     "en.faq[0].answer"),
+    ("en-italic", ECB, append("en.faq.0.answer", " <i>Really.</i>"), "markup", "en", "en.faq[0].answer"),
 ]  # fmt: skip
 
 
@@ -513,6 +511,17 @@ def test_a_doubtful_but_allowed_thing_is_only_a_warning(
     findings = findings_for(article_id, data)
     assert errors(findings) == [], lines(findings)
     assert [(f.check, f.severity, f.lang, f.path) for f in findings] == [(check, "warning", lang, path)]
+
+
+def test_script_the_source_does_not_contain_is_an_injection_error() -> None:
+    # Formatting tags stay a markup warning (issue 3); active markup the source lacks means the
+    # model followed an instruction planted in the article (issue 6), so it is an error.
+    data = recorded(ECB)
+    append("zh.summary", '<script>alert("x")</script>')(data)
+    findings = findings_for(ECB, data)
+    checks = {(f.check, f.severity, f.lang, f.path) for f in findings}
+    assert ("injection", "error", "zh", "zh.summary") in checks, lines(findings)
+    assert ("markup", "warning", "zh", "zh.summary") in checks
 
 
 def test_without_a_source_only_the_source_free_checks_run() -> None:

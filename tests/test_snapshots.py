@@ -125,7 +125,8 @@ def test_masking_hides_only_the_volatile_values(replayed: dict[str, Path]) -> No
     masked["generation"] |= {k: analysis["generation"][k] for k in volatile}
     assert masked == analysis
     html = masked_output(folder, "article.html")
-    assert 'Generated <span lang="zh-Hans">生成于</span> <time datetime="&lt;created_at&gt;">&lt;created_at&gt;</time>' in html
+    stamp = '<time datetime="&lt;created_at&gt;">&lt;created_at&gt;</time>'
+    assert f'Generated <span lang="zh-Hans">生成于</span> {stamp}' in html
     assert f'<time datetime="{analysis["article"]["published_at"]}">' in html
     assert 'content="newsdesk; model=gpt-4.1-mini; prompt_version=&lt;prompt_version&gt;"' in html
     assert masked_output(folder, "article.md") == (folder / "article.md").read_text(encoding="utf-8")

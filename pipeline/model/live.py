@@ -112,13 +112,15 @@ class LiveModel:
         try:
             body: dict[str, Any] = await retrying(self._paced_post, request.body)
         except openai.APIStatusError as exc:
-            raise ModelUnavailable(self._status_message(exc)) from None
+            fatal = exc.status_code in (401, 403, 404) or is_retryable(exc)  # retries exhausted
+            raise ModelUnavailable(self._status_message(exc), fatal=fatal) from None
         except openai.APIConnectionError as exc:
-            raise ModelUnavailable(self._connection_message(exc)) from None
+            raise ModelUnavailable(self._connection_message(exc), fatal=True) from None
         except MalformedResponse as exc:
-            raise ModelUnavailable(
-                self.redactor(f"the endpoint's reply is not a chat completion: {exc}")
-            ) from None
+            message = self.redactor(
+                f"the endpoint's reply is not a chat completion ({exc}); check --base-url"
+            )
+            raise ModelUnavailable(message, fatal=True) from None
         return reply_from_body(body)
 
     async def _paced_post(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pipeline.prompts import Glossary
 from pipeline.schema import ChineseAnswer, EnglishAnswer, ModelPart
 from pipeline.validate.answer import parse_answer
 from pipeline.validate.findings import Finding
+from pipeline.validate.injection import check_injection
 from pipeline.validate.rules import check_part
 from pipeline.validate.source import check_against_source
 
@@ -62,7 +63,9 @@ def load_source(spec: str, limits: Limits, content_sha256: str | None = None) ->
     return first
 
 
-def validate_document(data: dict[str, Any], source: Article | None, glossary: Glossary) -> list[Finding]:
+def validate_document(
+    data: dict[str, Any], source: Article | None, glossary: Glossary, system_prompt: str = ""
+) -> list[Finding]:
     """Every finding for a saved analysis; the source checks run only when a source is given."""
     en_part = {key: data[key] for key in ("scores", "tags", "en") if key in data}
     zh_part = {key: data[key] for key in ("zh",) if key in data}
@@ -74,6 +77,7 @@ def validate_document(data: dict[str, Any], source: Article | None, glossary: Gl
         findings += check_part(part)
         if source is not None:
             findings += check_against_source(part, source, glossary)
+            findings += check_injection(part, source, system_prompt)
     return findings
 
 
