@@ -6,15 +6,23 @@ while the fixture answers stay faithful to it. Replay recordings are copied per 
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import string
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import Settings
+from pipeline.console import PlainProgress
 from pipeline.ingest import load_articles
 from pipeline.ingest.article import Article
+from pipeline.model.live import LiveModel
+from pipeline.prompts import PromptBook
+from pipeline.report import RunReport
+from pipeline.runner import Runner, RunOptions
 from pipeline.testing.server import Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,3 +90,16 @@ def fixture_script() -> Callable[[dict[str, Any]], Reply]:
         return Reply.chat(body, answers[(title, call)], prompt_tokens=3000, completion_tokens=2000)
 
     return answer
+
+
+async def timed_live_run(base_url: str, corpus: Path, out: Path, **settings: Any) -> tuple[float, RunReport]:
+    """Run the live path (openai SDK over HTTP) over `corpus`; the wall time and the report."""
+    config = Settings(base_url=base_url, **settings)
+    model = LiveModel(config, "bench-key")
+    runner = Runner(config, model, PromptBook(config), PlainProgress(io.StringIO()))
+    started = time.perf_counter()
+    try:
+        report = await runner.run([corpus], RunOptions(out=out))
+    finally:
+        await model.aclose()
+    return time.perf_counter() - started, report

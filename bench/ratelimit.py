@@ -10,21 +10,14 @@ Target: >= 0.9 of the cap with < 3% answered 429.
 from __future__ import annotations
 
 import asyncio
-import io
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import fixture_script, write_corpus  # noqa: E402
+from corpus import fixture_script, timed_live_run, write_corpus
 
-from pipeline.config import Settings  # noqa: E402
-from pipeline.console import PlainProgress  # noqa: E402
-from pipeline.model.live import LiveModel  # noqa: E402
-from pipeline.prompts import PromptBook  # noqa: E402
-from pipeline.runner import Runner, RunOptions  # noqa: E402
-from pipeline.testing.server import FakeOpenAIServer  # noqa: E402
+from pipeline.testing.server import FakeOpenAIServer
 
 WINDOW_S = 10.0  # the server's sliding window; the cap per window is rpm * WINDOW_S / 60
 
@@ -34,19 +27,14 @@ async def run(rpm: int, count: int) -> None:
     write_corpus(work / "in", count)
     per_window = int(rpm * WINDOW_S / 60)
     with FakeOpenAIServer(script=fixture_script(), rpm_limit=per_window, rpm_window=WINDOW_S) as server:
-        settings = Settings(base_url=server.base_url, concurrency=16, rpm=rpm)
-        model = LiveModel(settings, "bench-key")
-        runner = Runner(settings, model, PromptBook(settings), PlainProgress(io.StringIO()))
-        started = time.perf_counter()
-        report = await runner.run([work / "in"], RunOptions(out=work / "out"))
-        elapsed = time.perf_counter() - started
-        await model.aclose()
+        elapsed, report = await timed_live_run(
+            server.base_url, work / "in", work / "out", concurrency=16, rpm=rpm
+        )
         accepted, rejected = server.counters.accepted, server.counters.rejected_429
     achieved = accepted / elapsed * 60
     total = accepted + rejected
-    print(
-        f"cap {rpm}/min ({per_window} per {WINDOW_S:g}s window), {count} articles, ok={report.counts.get('ok')}"
-    )
+    ok = report.counts.get("ok")
+    print(f"cap {rpm}/min ({per_window} per {WINDOW_S:g}s window), {count} articles, ok={ok}")
     print(f"achieved {achieved:.0f}/min = {achieved / rpm:.2f} of the cap over {elapsed:.1f}s; "
           f"429s: {rejected} of {total} calls ({100 * rejected / max(total, 1):.1f}%)")  # fmt: skip
 

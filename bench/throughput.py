@@ -11,34 +11,23 @@ flight and the ratio can exceed 1. Target: >= 0.9 at C = 16, L = 300 ms, 200 art
 from __future__ import annotations
 
 import asyncio
-import io
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import fixture_script, write_corpus  # noqa: E402
+from corpus import fixture_script, timed_live_run, write_corpus
 
-from pipeline.config import Settings  # noqa: E402
-from pipeline.console import PlainProgress  # noqa: E402
-from pipeline.model.live import LiveModel  # noqa: E402
-from pipeline.prompts import PromptBook  # noqa: E402
-from pipeline.runner import Runner, RunOptions  # noqa: E402
-from pipeline.testing.server import FakeOpenAIServer  # noqa: E402
+from pipeline.testing.server import FakeOpenAIServer
 
 
 async def run(count: int, latency: float, concurrency: int) -> tuple[float, int, dict[str, int]]:
     work = Path(tempfile.mkdtemp(prefix="newsdesk-bench-"))
     write_corpus(work / "in", count)
     with FakeOpenAIServer(script=fixture_script(), latency=latency) as server:
-        settings = Settings(base_url=server.base_url, concurrency=concurrency)
-        model = LiveModel(settings, "bench-key")
-        runner = Runner(settings, model, PromptBook(settings), PlainProgress(io.StringIO()))
-        started = time.perf_counter()
-        report = await runner.run([work / "in"], RunOptions(out=work / "out"))
-        elapsed = time.perf_counter() - started
-        await model.aclose()
+        elapsed, report = await timed_live_run(
+            server.base_url, work / "in", work / "out", concurrency=concurrency
+        )
         calls = sum(1 for r in server.requests if r.path.endswith("/chat/completions"))
     return elapsed, calls, report.counts
 

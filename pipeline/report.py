@@ -44,16 +44,23 @@ class RunReport(BaseModel):
     halted: str | None = None  # why the run stopped starting articles (an endpoint failure), if it did
     articles: list[ArticleEntry] = Field(default_factory=list)
 
+    def add(self, entry: ArticleEntry) -> None:
+        """Count one entry into the totals (the entries themselves are spooled to disk by the runner)."""
+        if not self.counts:
+            self.counts = {status: 0 for status in STATUSES}
+        self.counts[entry.status] = self.counts.get(entry.status, 0) + 1
+        self.usage = self.usage + entry.usage
+        if entry.cost_usd is not None:
+            self.cost_usd = round((self.cost_usd or 0.0) + entry.cost_usd, 6)
+        self.stale += int(entry.stale)
+
     def tally(self) -> None:
-        self.counts = {status: 0 for status in STATUSES}
-        total = Usage()
+        """Recount the totals from `articles` (for a report built in memory)."""
+        self.counts, self.usage, self.cost_usd, self.stale = {}, Usage(), None, 0
         for entry in self.articles:
-            self.counts[entry.status] = self.counts.get(entry.status, 0) + 1
-            total = total + entry.usage
-        self.usage = total
-        costs = [e.cost_usd for e in self.articles if e.cost_usd is not None]
-        self.cost_usd = round(sum(costs), 6) if costs else None
-        self.stale = sum(1 for e in self.articles if e.stale)
+            self.add(entry)
+        if not self.counts:
+            self.counts = {status: 0 for status in STATUSES}
 
     @property
     def exit_code(self) -> int:

@@ -28,7 +28,6 @@ from pipeline.config import Settings
 from pipeline.cost import cost_usd
 from pipeline.emit.output import article_dir, read_analysis, write_article, write_index
 from pipeline.emit.render import SiteInfo
-from pipeline.emit.write import atomic_write_text
 from pipeline.errors import OutputError
 from pipeline.events import EventLog
 from pipeline.ingest import InputFailure, Limits, discover, load_file
@@ -169,32 +168,45 @@ class Runner:
                     prompt_version=self.book.version, inputs=len(inputs), shard=options.shard)  # fmt: skip
         budget = self._budget()
 
+        spool_path = options.out / "runs" / f".{run_id}.entries.jsonl"
+        spool_path.parent.mkdir(parents=True, exist_ok=True)
+        kept: list[ArticleEntry] = []
+
         def record(entry: ArticleEntry) -> None:
-            report.articles.append(entry)
+            report.add(entry)
+            spool.write(entry.model_dump_json() + "\n")  # memory stays flat: entries live on disk
+            if len(kept) < IN_MEMORY_ENTRIES:
+                kept.append(entry)
             self.progress.advance(entry)
             events.emit("article", **entry.model_dump(exclude={"findings", "outputs"}))
 
-        await self._process_all(self._load(inputs), options, budget, record, events)
         try:
-            self._finish(report, options, run_id, started, events)
+            with spool_path.open("w", encoding="utf-8") as spool:
+                await self._process_all(self._load(inputs), options, budget, record, events)
+            self._finish(report, options, started, spool_path, events)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             message = f"cannot write the run report in {options.out} ({reason}); finished articles are whole"
             raise OutputError(message) from None
+        finally:
+            spool_path.unlink(missing_ok=True)
+        if len(kept) == sum(report.counts.values()):
+            report.articles = kept  # small runs keep their entries in memory for the caller too
         self.progress.finish(report)
         return report
 
     def _finish(
-        self, report: RunReport, options: RunOptions, run_id: str, started: float, events: EventLog
+        self, report: RunReport, options: RunOptions, started: float, spool: Path, events: EventLog
     ) -> None:
         write_index(options.out, self.site)
         report.halted = self.halted
         report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         report.duration_s = round(time.monotonic() - started, 3)
-        report.tally()
-        report_text = report.model_dump_json(indent=2) + "\n"
-        atomic_write_text(options.out / "runs" / f"{run_id}.json", report_text)
-        atomic_write_text(options.out / "run-report.json", report_text)
+        if not report.counts:
+            report.tally()
+        final = options.out / "runs" / f"{report.run_id}.json"
+        write_report(report, spool, final)
+        copy_atomically(final, options.out / "run-report.json")
         events.emit("run_finished", counts=report.counts, usage=report.usage.model_dump(),
                     cost_usd=report.cost_usd, duration_s=report.duration_s, halted=report.halted)  # fmt: skip
 
@@ -349,6 +361,33 @@ class Runner:
             notes=notes,
             findings=[FindingOut.model_validate(f.to_dict()) for f in outcome.findings],
         )
+
+
+IN_MEMORY_ENTRIES = 2000  # beyond this the returned report's entries are only on disk
+
+
+def write_report(report: RunReport, spool: Path, path: Path) -> None:
+    """The report as JSON, its `articles` streamed from the spool file (atomic: temporary file, rename)."""
+    header = report.model_dump_json(indent=2, exclude={"articles"})
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as out, spool.open(encoding="utf-8") as entries:
+        out.write(header[: header.rstrip().rfind("}")].rstrip() + ',\n  "articles": [')
+        for i, line in enumerate(entries):
+            out.write(("\n    " if i == 0 else ",\n    ") + line.rstrip("\n"))
+        out.write("\n  ]\n}\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def copy_atomically(source: Path, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    with source.open("rb") as src, tmp.open("wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, target)
 
 
 class _Record(Protocol):

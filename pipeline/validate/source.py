@@ -21,6 +21,7 @@ from pipeline.prompts import Glossary, mentions
 from pipeline.schema import KeyDataRow, Lang, ModelPart, Section
 from pipeline.validate.figures import Figure, FigureIndex, describe, figures_in, period_parts
 from pipeline.validate.findings import Finding, Severity
+from pipeline.validate.rules import section_fields
 
 _OTHER: dict[Lang, Lang] = {"en": "zh", "zh": "en"}
 _LANG_NAME = {"en": "English", "zh": "Chinese"}
@@ -58,26 +59,21 @@ class Source:
         return mentions(self.text, self.lowered, name) or _loosely_named(self, name)
 
 
+_REASONING = ("analysis[", "insights[")
+
+
 def strict_fields(lang: Lang, section: Section) -> Iterator[tuple[str, str]]:
-    yield f"{lang}.title", section.title
-    yield f"{lang}.summary", section.summary
-    for i, bullet in enumerate(section.tldr):
-        yield f"{lang}.tldr[{i}]", bullet
-    for i, row in enumerate(section.key_data):
-        yield f"{lang}.key_data[{i}].entity", row.entity
-        yield f"{lang}.key_data[{i}].info", row.info
-        if row.metric is not None:
-            yield f"{lang}.key_data[{i}].metric", row.metric
-    for i, item in enumerate(section.faq):
-        yield f"{lang}.faq[{i}].question", item.question
-        yield f"{lang}.faq[{i}].answer", item.answer
+    """The fields whose figures must all be in the source: all but the analysis and insights."""
+    for path, text in section_fields(section):
+        if not path.startswith(_REASONING):
+            yield f"{lang}.{path}", text
 
 
 def reasoning_fields(lang: Lang, section: Section) -> Iterator[tuple[str, str]]:
-    for i, paragraph in enumerate(section.analysis):
-        yield f"{lang}.analysis[{i}]", paragraph
-    for i, insight in enumerate(section.insights):
-        yield f"{lang}.insights[{i}]", insight
+    """The deep analysis and the insights, which may reason beyond the source's figures."""
+    for path, text in section_fields(section):
+        if path.startswith(_REASONING):
+            yield f"{lang}.{path}", text
 
 
 def _is_parity_field(path: str) -> bool:
