@@ -162,7 +162,7 @@ class Runner:
         report = RunReport(run_id=run_id, mode=options.mode, model=self.settings.model,
                            prompt_version=self.book.version, budget_usd=self.settings.budget_usd,
                            started_at=datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
-        inputs = [item for item in discover(paths)]
+        inputs = list(discover(paths, exclude=options.out))
         self.progress.start(_count(inputs))
         events.emit("run_started", run_id=run_id, mode=options.mode, model=self.settings.model,
                     prompt_version=self.book.version, inputs=len(inputs), shard=options.shard)  # fmt: skip

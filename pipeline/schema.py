@@ -98,8 +98,11 @@ class ModelPart(_Strict):
     zh: Section
 
 
+ArticleId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,119}$")]
+
+
 class ArticleMeta(_Strict):
-    id: str
+    id: ArticleId  # a folder name under OUT/articles: never a path
     title: str
     source: str | None
     url: str | None

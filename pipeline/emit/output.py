@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,13 @@ from pipeline.schema import Analysis
 ARTICLE_FILES = ("article.html", "article.md", "analysis.json")
 
 
+_SAFE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,119}")
+
+
 def article_dir(out: Path, article_id: str) -> Path:
+    """The folder of one article; an id that is not a plain slug never becomes a path."""
+    if not _SAFE_ID.fullmatch(article_id):
+        raise ValueError(f"unsafe article id {article_id!r}")
     return out / "articles" / article_id
 
 

@@ -57,13 +57,17 @@ class InputFailure:
 Loaded = Article | InputFailure
 
 
-def discover(paths: Iterable[str | Path]) -> Iterator[Path | InputFailure]:
-    """Every input file under `paths`, in a stable order, each real file once."""
+def discover(paths: Iterable[str | Path], exclude: Path | None = None) -> Iterator[Path | InputFailure]:
+    """Every input file under `paths`, in a stable order, each real file once.
+
+    `exclude` (the output folder) is never searched, so a run never reads its own outputs.
+    """
     seen: set[Path] = set()
+    skip = exclude.resolve() if exclude is not None else None
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            yield from _walk(path, seen)
+            yield from _walk(path, seen, skip)
         elif path.is_file():
             if _first_visit(path, seen):
                 yield path
@@ -71,15 +75,19 @@ def discover(paths: Iterable[str | Path]) -> Iterator[Path | InputFailure]:
             yield InputFailure(str(path), "no such file or directory")
 
 
-def _walk(root: Path, seen: set[Path]) -> Iterator[Path]:
+def _walk(root: Path, seen: set[Path], skip: Path | None = None) -> Iterator[Path]:
     for folder, dirs, files in os.walk(root, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _is(Path(folder) / d, skip))
         for name in sorted(files):
             path = Path(folder) / name
             if name.startswith(".") or path.suffix.lower() not in SUPPORTED_SUFFIXES:
                 continue
             if path.is_file() and _first_visit(path, seen):
                 yield path
+
+
+def _is(path: Path, other: Path | None) -> bool:
+    return other is not None and path.resolve() == other
 
 
 def _first_visit(path: Path, seen: set[Path]) -> bool:
