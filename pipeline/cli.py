@@ -239,7 +239,10 @@ def prompts_command(
     except NewsdeskError as exc:
         fail(exc)
     calls: list[Lang] = ["en", "zh"] if lang is None else (["en"] if lang == "en" else ["zh"])
-    show_prompts(book, source, calls, as_json)
+    try:
+        show_prompts(book, source, calls, as_json)
+    except NewsdeskError as exc:  # a template that fails to render
+        fail(exc)
 
 
 def dry_run_estimate(paths: list[Path], settings: Settings, book: PromptBook) -> DryRun:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from pipeline.config import Settings
 from pipeline.dryrun import DryRun, request_tokens
+from pipeline.emit.render import strip_controls
 from pipeline.evaluate import (
     Comparison,
     EvalReport,
@@ -33,6 +34,11 @@ _STYLE = {"ok": "green", "failed": "red", "skipped": "cyan", "duplicate": "yello
 
 
 def entry_line(entry: ArticleEntry) -> str:
+    """One printable line per entry; control characters from inputs or the model never reach a terminal."""
+    return strip_controls(_entry_line(entry))
+
+
+def _entry_line(entry: ArticleEntry) -> str:
     line = f"{entry.status:<9} {entry.source}"
     if entry.id:
         line += f" -> {entry.id}"

@@ -558,7 +558,11 @@ def test_symlink_loop_does_not_hang(tmp_path: Path) -> None:
     worker.start()
     worker.join(timeout=10)
     assert not worker.is_alive(), "discover hangs on a symlink loop"
-    assert found == [tmp_path / "sub" / "loop" / "a.txt", tmp_path / "sub" / "loop" / "sub" / "b.txt"]
+    files = [f for f in found if isinstance(f, Path)]
+    assert files == [tmp_path / "sub" / "loop" / "a.txt", tmp_path / "sub" / "loop" / "sub" / "b.txt"]
+    failures = [f for f in found if isinstance(f, InputFailure)]
+    assert failures and all(f.reason == "a broken or looping symbolic link" for f in failures)
+    assert {Path(f.input_path).name for f in failures} == {"self.txt"}  # reported, not read, not hidden
 
 
 # --- language ----------------------------------------------------------------------------------------------

@@ -132,7 +132,9 @@ def test_article_text_is_fenced_with_a_code_from_its_hash(
         code = article.content_sha256[:12]
         assert len(code) == 12
         content = book.messages(article, "en")[1]["content"]
-        assert f"BEGIN ARTICLE {code}\n{article.text}\nEND ARTICLE {code}" in content, article.id
+        fenced = content.split(f"BEGIN ARTICLE {code}\n", 1)[1].split(f"\nEND ARTICLE {code}", 1)[0]
+        assert fenced.endswith(f"\n\n{article.text}"), article.id  # the text, after its details
+        assert fenced.startswith(f"Title: {article.title}\n"), "untrusted metadata is fenced too"
         assert content.count(f"BEGIN ARTICLE {code}") == 1
         assert content.count(f"END ARTICLE {code}") == 1
 

@@ -36,6 +36,20 @@ class SiteInfo:
     url: str | None = None  # the published site's address, for absolute links in the feed
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def strip_controls(text: str) -> str:
+    """Remove control characters (terminal escapes, NULs) from untrusted text; keep newlines and tabs."""
+    return _CONTROL.sub("", text)
+
+
+def _finalize(value: object) -> object:
+    if isinstance(value, Markup):  # our own trusted markup (the stylesheet)
+        return value
+    return strip_controls(value) if isinstance(value, str) else value
+
+
 @cache
 def _env() -> Environment:
     return Environment(
@@ -44,6 +58,7 @@ def _env() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_finalize,
     )
 
 
@@ -138,7 +153,7 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
 
 def md_escape(text: str) -> str:
     """Plain text safe in Markdown: markup characters escaped, HTML neutralised, one line."""
-    text = " ".join(text.split())
+    text = " ".join(strip_controls(text).split())
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _MD_SPECIAL.sub(r"\\\1", text)
 

@@ -72,18 +72,29 @@ def discover(paths: Iterable[str | Path], exclude: Path | None = None) -> Iterat
             if _first_visit(path, seen):
                 yield path
         else:
-            yield InputFailure(str(path), "no such file or directory")
+            yield InputFailure(str(path), _not_a_file(path))
 
 
-def _walk(root: Path, seen: set[Path], skip: Path | None = None) -> Iterator[Path]:
+def _walk(root: Path, seen: set[Path], skip: Path | None = None) -> Iterator[Path | InputFailure]:
     for folder, dirs, files in os.walk(root, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _is(Path(folder) / d, skip))
         for name in sorted(files):
             path = Path(folder) / name
             if name.startswith(".") or path.suffix.lower() not in SUPPORTED_SUFFIXES:
                 continue
-            if path.is_file() and _first_visit(path, seen):
+            if not path.is_file():
+                yield InputFailure(str(path), _not_a_file(path))
+            elif _first_visit(path, seen):
                 yield path
+
+
+def _not_a_file(path: Path) -> str:
+    """Why `path` cannot be read as a file, in words."""
+    if path.is_symlink() and not path.exists():
+        return "a broken or looping symbolic link"
+    if path.exists():
+        return "not a regular file (a FIFO, socket or device)"
+    return "no such file or directory"
 
 
 def _is(path: Path, other: Path | None) -> bool:

@@ -44,6 +44,11 @@ def check_injection(part: ModelPart, article: Article, system_prompt: str) -> li
     source_lower = source.lower()
     instructions = _instruction_sentences(system_prompt)
     findings: list[Finding] = []
+    for i, tag in enumerate(part.tags):
+        for key, label in (("en", tag.en), ("zh", tag.zh)):
+            problem = _problem(label, source, source_lower, instructions)
+            if problem:
+                findings.append(Finding("injection", "error", "en", f"tags[{i}].{key}", problem, label))
     for lang, section in (("en", part.en), ("zh", part.zh)):
         for path, text in section_fields(section):
             full_path = f"{lang}.{path}"
