@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -158,7 +159,7 @@ def run_command(
                 run_batch(settings, book, chat, journal, paths, options, _progress(), api_key(settings))
             )
         else:
-            runner = Runner(settings, chat, book, _progress(), journal)
+            runner = Runner(settings, chat, book, _progress(), journal, Redactor(_secrets(settings)))
             options.mode = mode
             report = asyncio.run(_run(runner, chat, paths, options))
     except NewsdeskError as exc:
@@ -349,5 +350,15 @@ def validate_command(
     raise typer.Exit(1 if any(f.is_error for f in findings) else 0)
 
 
+def _secrets(settings: Settings | None = None) -> list[str]:
+    """The secrets this process knows (the API key), for redaction."""
+    names = {"OPENAI_API_KEY", settings.api_key_env if settings else "OPENAI_API_KEY"}
+    return [os.environ[name] for name in names if os.environ.get(name)]
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception:  # only with NEWSDESK_DEBUG set do errors get here; the traceback is redacted
+        print(Redactor(_secrets())(traceback.format_exc()), file=sys.stderr, end="")
+        raise SystemExit(1) from None

@@ -65,6 +65,13 @@ class Settings(BaseModel):
     def price(self) -> Price | None:
         return self.prices.get(self.model)
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _variable_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", value):  # never echo it: it may be a key
+            raise ValueError("must be the NAME of an environment variable (letters, digits, _), not the key")
+        return value
+
     @field_validator("site_url")
     @classmethod
     def _absolute_http_url(cls, value: str | None) -> str | None:

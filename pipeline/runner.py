@@ -36,6 +36,7 @@ from pipeline.lock import RunLock, describe_holder
 from pipeline.model.base import ChatModel
 from pipeline.model.cache import JournaledModel
 from pipeline.prompts import PromptBook
+from pipeline.redact import Redactor
 from pipeline.report import ArticleEntry, RunReport
 from pipeline.schema import SCHEMA_VERSION, FindingOut
 
@@ -120,7 +121,9 @@ class Runner:
         book: PromptBook,
         progress: Progress,
         journal: JournaledModel | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
+        self.redactor = redactor or Redactor()
         self.settings = settings
         self.model = model
         self.book = book
@@ -142,7 +145,7 @@ class Runner:
         """Process every input; `before` runs first, inside the lock (the Batch API step)."""
         run_id = run_id or new_run_id()
         with RunLock(options.out, run_id) as lock:
-            events = EventLog(options.out / "logs" / f"{run_id}.jsonl")
+            events = EventLog(options.out / "logs" / f"{run_id}.jsonl", self.redactor)
             try:
                 if lock.took_over:
                     holder = describe_holder(lock.took_over)
@@ -214,8 +217,13 @@ class Runner:
         for item in inputs:
             if isinstance(item, InputFailure):
                 yield item
-            else:
+                continue
+            try:
                 yield from load_file(item, self.limits)
+            except Exception as exc:  # a reader bug fails this input, never the batch
+                if os.environ.get("NEWSDESK_DEBUG"):
+                    raise
+                yield InputFailure(str(item), f"cannot be read (internal error: {type(exc).__name__})")
 
     async def _process_all(self, items: Iterator[Article | InputFailure], options: RunOptions,
                            budget: Budget | None, record: _Record, events: EventLog) -> None:  # fmt: skip
@@ -321,7 +329,7 @@ class Runner:
         except Exception as exc:  # one article's bug never stops the batch
             if os.environ.get("NEWSDESK_DEBUG"):
                 raise
-            error = (
+            error = self.redactor(
                 f"internal error ({type(exc).__name__}: {exc}); rerun with NEWSDESK_DEBUG=1 for the traceback"
             )
             return ArticleEntry(id=article.id, source=article.input_path, status="failed", error=error)

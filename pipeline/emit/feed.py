@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from urllib.parse import quote, urljoin
 
@@ -26,6 +26,7 @@ NEWSDESK_NS = "urn:newsdesk:ns:1"
 AI_SCHEME = "urn:newsdesk:ai"
 TAG_SCHEME = "urn:newsdesk:tag"
 FEED_ID = "urn:newsdesk:feed"
+XML_DECLARATION = '<?xml version="1.0" encoding="utf-8"?>\n'
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
@@ -60,28 +61,35 @@ def parse_instant(raw: str | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class _Dated:
-    analysis: Analysis
+    article_id: str
     sort_key: datetime  # published, else generated: the order of the index page
     published: datetime | None
     updated: datetime
+    entry: str = ""  # the serialised entry, built at once: memory holds text, not analyses
 
 
 def _dated(analysis: Analysis) -> _Dated:
     published = parse_instant(analysis.article.published_at)
     generated = parse_instant(analysis.generation.created_at)
     known = [moment for moment in (published, generated) if moment is not None]
-    return _Dated(analysis, published or generated or EPOCH, published, max(known, default=EPOCH))
+    return _Dated(analysis.article.id, published or generated or EPOCH, published, max(known, default=EPOCH))
 
 
-def _newest_first(analyses: Iterable[Analysis]) -> list[_Dated]:
-    """One item per article id (the latest generation wins), newest first, ties by id."""
+def _newest_first(analyses: Iterable[Analysis], site: SiteInfo, base: str | None) -> list[_Dated]:
+    """One item per article id (the latest generation wins), newest first, ties by id.
+
+    Each analysis is turned into its entry element as it is read, so memory holds entries, not
+    analyses, however many articles the folder has.
+    """
     by_id: dict[str, _Dated] = {}
     for analysis in analyses:
         item = _dated(analysis)
-        previous = by_id.get(analysis.article.id)
+        previous = by_id.get(item.article_id)
         if previous is None or item.updated >= previous.updated:
-            by_id[analysis.article.id] = item
-    ordered = sorted(by_id.values(), key=lambda item: item.analysis.article.id)
+            element = _entry(analysis, item, site, base)
+            ET.indent(element, space="  ", level=1)
+            by_id[item.article_id] = replace(item, entry=ET.tostring(element, encoding="unicode"))
+    ordered = sorted(by_id.values(), key=lambda item: item.article_id)
     return sorted(ordered, key=lambda item: item.sort_key, reverse=True)
 
 
@@ -134,9 +142,8 @@ def _content(parent: ET.Element, analysis: Analysis) -> None:
     _zh(_el(div, "p", analysis.disclaimer.zh))
 
 
-def _entry(feed: ET.Element, item: _Dated, site: SiteInfo, base: str | None) -> None:
-    a = item.analysis
-    entry = _el(feed, "entry")
+def _entry(a: Analysis, item: _Dated, site: SiteInfo, base: str | None) -> ET.Element:
+    entry = ET.Element("entry")
     _el(entry, "id", f"urn:newsdesk:{quote(a.article.id, safe='-._~')}")
     _el(entry, "title", a.en.title, type="text")
     _zh(_el(entry, "newsdesk:title", a.zh.title))
@@ -159,6 +166,7 @@ def _entry(feed: ET.Element, item: _Dated, site: SiteInfo, base: str | None) -> 
         "ai-generated": "true", "model": a.generation.model,
         "prompt-version": a.generation.prompt_version, "created": a.generation.created_at,
     })  # fmt: skip
+    return entry
 
 
 def render_atom_feed(analyses: Iterable[Analysis], site: SiteInfo, base_url: str | None = None) -> str:
@@ -167,7 +175,7 @@ def render_atom_feed(analyses: Iterable[Analysis], site: SiteInfo, base_url: str
     Raises ValueError when `base_url` is not an absolute http(s) URL.
     """
     base = _base(base_url)
-    items = _newest_first(analyses)
+    items = _newest_first(analyses, site, base)
     feed = ET.Element("feed", {**_NS_DECLS, _XML_LANG: "en"})
     _el(feed, "id", base or FEED_ID)
     _el(feed, "title", f"{site.name} | {site.name_zh}", type="text")
@@ -178,8 +186,7 @@ def render_atom_feed(analyses: Iterable[Analysis], site: SiteInfo, base_url: str
     _el(feed, "generator", "newsdesk", version=__version__)
     _ai_marker(feed)
     _el(feed, "newsdesk:generation", **{"ai-generated": "true"})
-    for item in items:
-        _entry(feed, item, site, base)
     ET.indent(feed)
-    body = ET.tostring(feed, encoding="unicode")
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + body + "\n"
+    head = ET.tostring(feed, encoding="unicode").removesuffix("</feed>").rstrip()
+    entries = "".join(f"  {item.entry.strip()}\n" for item in items)
+    return XML_DECLARATION + head + "\n" + entries + "</feed>\n"

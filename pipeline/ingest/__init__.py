@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pipeline.ingest.article import (
     Article,
@@ -172,14 +173,34 @@ def _load_jsonl(path: Path, limits: Limits) -> Iterator[Loaded]:
         return
     with handle:
         found = False
-        for number, line in enumerate(handle, start=1):
+        for number, line in enumerate(_capped_lines(handle, limits.max_input_bytes), start=1):
             label = f"{path}:{number}"
+            if line is None:
+                found = True
+                yield InputFailure(label, f"line is over the {limits.max_input_bytes:,}-byte cap")
+                continue
             if not line.strip():
                 continue
             found = True
             yield _load_jsonl_line(line, label, f"{path.stem}-{number}", limits)
         if not found:
             yield InputFailure(str(path), "empty file")
+
+
+def _capped_lines(handle: BinaryIO, cap: int) -> Iterator[bytes | None]:
+    """The lines of `handle`, reading at most `cap` + 1 bytes of each; None for a longer line."""
+    while True:
+        line = handle.readline(cap + 1)
+        if not line:
+            return
+        if len(line) > cap and not line.endswith(b"\n"):
+            while True:  # skip the rest of the over-long line without keeping it
+                rest = handle.readline(1 << 20)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield None
+            continue
+        yield line
 
 
 def _load_jsonl_line(line: bytes, label: str, name: str, limits: Limits) -> Loaded:

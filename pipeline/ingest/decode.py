@@ -19,7 +19,8 @@ class UndecodableError(ValueError):
 
 def looks_binary(data: bytes) -> bool:
     """NUL bytes anywhere (UTF-16 text, which has them, starts with its byte-order mark)."""
-    if data.startswith(codecs.BOM_UTF16_LE) or data.startswith(codecs.BOM_UTF16_BE):
+    boms = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)  # UTF-32 LE starts like UTF-16 LE
+    if data.startswith(boms):
         return False
     return b"\x00" in data
 
@@ -41,6 +42,8 @@ def decode_text(data: bytes, declared: str | None = None) -> str:
     """Decode `data`, trusting (in order) a BOM, strict UTF-8, a declared charset, then detection."""
     for bom, codec in (
         (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16: its BOM starts with UTF-16 LE's
+        (codecs.BOM_UTF32_BE, "utf-32"),
         (codecs.BOM_UTF16_LE, "utf-16"),
         (codecs.BOM_UTF16_BE, "utf-16"),
     ):

@@ -97,6 +97,8 @@ def _front_matter(block: str) -> dict[str, str]:
         raise FormatError(f"malformed YAML front matter: {_first_line(exc)}") from None
     except RecursionError:
         raise FormatError("malformed YAML front matter: nested too deeply") from None
+    except Exception as exc:  # PyYAML raises many kinds on bad tags and dates (2024-02-30)
+        raise FormatError(f"malformed YAML front matter: {_first_line(exc)[:120]}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

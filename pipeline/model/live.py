@@ -30,7 +30,7 @@ from pipeline.model.ratelimit import RateGate
 from pipeline.redact import Redactor
 
 MAX_RETRY_AFTER_S = 120.0
-_backoff = wait_exponential_jitter(initial=0.5, max=20, jitter=0.5)
+_backoff = wait_exponential_jitter(multiplier=0.5, max=20, jitter=0.5)
 
 
 class MalformedResponse(Exception):
@@ -139,7 +139,7 @@ class LiveModel:
         try:
             data = json.loads(text)
         except json.JSONDecodeError:
-            raise MalformedResponse(f"not JSON (starts {text[:60]!r})") from None
+            raise MalformedResponse(f"not JSON (starts {self.redactor(text)[:60]!r})") from None
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
             raise MalformedResponse("no choices in the body")
         return data

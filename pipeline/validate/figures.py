@@ -80,7 +80,7 @@ _EN_NUMBER_WORDS.update({"thirty": 30.0, "forty": 40.0, "fifty": 50.0, "sixty": 
 _APPROX_BEFORE = re.compile(
     r"(?:about|around|approximately|roughly|nearly|almost|over|more than|less than|up to|at least|"
     r"约|大约|近|超过|逾|接近|将近)\s*$",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,
 )
 _APPROX_AFTER = re.compile(r"^\s*(?:左右|多|余|以上|以下)")
 
@@ -101,7 +101,7 @@ _EN_FIGURE = re.compile(
     rf"(?:\s?(?P<mag>{_EN_MAG})\b)?"
     rf"(?:\s?(?P<pct>%|percentage[\s-]+points?\b|per\s?cent\b|percent\b|pp\b|basis\s+points?\b|bps?\b)"
     rf"|\s?(?P<unit>{_EN_UNIT})\b|\s(?P<curword>dollars?|euros?|pounds|yuan|renminbi|yen)\b)?",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,
 )
 _ZH_FIGURE = re.compile(
     rf"(?=[\d.{_CN_DIGITS}十百千万])"  # fail fast where no figure starts
@@ -109,13 +109,13 @@ _ZH_FIGURE = re.compile(
     rf"(?:\s?(?:-|–|—|~|～|至|到)\s?(?:百分之)?(?P<num2>{_NUM}|[{_CN_DIGITS}十][{_CN_NUM_CHARS}]*))?"
     rf"(?P<more>多|余)?(?P<mag>[十百千万亿]+)?"
     rf"\s?(?P<tail>%|％|个百分点|个基点|(?:{_ZH_CUR})|(?:{_ZH_UNIT})|(?:{_EN_UNIT})(?![A-Za-z])|年|月份|月|个月)?",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,
 )
-_EN_QUARTER = re.compile(r"\bQ([1-4])\b|\b(first|second|third|fourth)[- ]quarter\b", re.I)
+_EN_QUARTER = re.compile(r"\bQ([1-4])\b|\b(first|second|third|fourth)[- ]quarter\b", re.I | re.ASCII)
 _ZH_QUARTER = re.compile(r"(?<!前)第?([一二三四1-4])(?:季度|财季)")
 _EN_MONTH = re.compile(r"\b(January|February|March|April|May|June|July|August|September|October|"
                        r"November|December)\b")  # fmt: skip
-_EN_WORD_NUMBER = re.compile(r"\b(" + "|".join(_EN_NUMBER_WORDS) + r")\b", re.I)
+_EN_WORD_NUMBER = re.compile(r"\b(" + "|".join(_EN_NUMBER_WORDS) + r")\b", re.I | re.ASCII)
 _CN_MONTHS = frozenset("一 二 三 四 五 六 七 八 九 十 十一 十二".split())  # noqa: SIM905
 _SKIP_BEFORE_ZH = ("第", "数", "几", "上", "之")
 _ZH_WORDS_NOT_NUMBERS = (
@@ -158,7 +158,7 @@ class Figure:
         if (self.unit is None or other.unit is None) and not (self.kind == other.kind == "percent"):
             return False
         ratio = self.value / other.value
-        if ratio <= 0:
+        if not 0 < ratio < math.inf:
             return False
         power = round(math.log10(ratio))
         return power != 0 and abs(ratio / 10**power - 1) < 0.02
@@ -234,6 +234,7 @@ def figures_in(text: str, *, liberal: bool = False) -> list[Figure]:
             _APPROX_AFTER.match(text[span[1] : span[1] + 4])
         )
         group = [replace(f, approx=True) for f in group] if approx else group
+        group = [f for f in group if math.isfinite(f.value)]  # a 400-digit number is not a figure
         found.extend(group)
         placed.extend((span, f) for f in group)
     return found + _periods(text, placed)
@@ -519,7 +520,7 @@ def _cn2an(raw: str) -> float | None:
     return value
 
 
-_HALF_A = re.compile(r"\bhalf an? (thousand|million|billion|trillion)\b", re.IGNORECASE)
+_HALF_A = re.compile(r"\bhalf an? (thousand|million|billion|trillion)\b", re.IGNORECASE | re.ASCII)
 
 
 def _number_words(text: str) -> Iterator[Found]:
