@@ -129,7 +129,7 @@ def render(tmp_path: Path, article_id: str) -> tuple[Any, Path, set[Path]]:
     return result, out, outside
 
 
-ESCAPING_IDS = ["../../escape", "../../../../work/escape", "..", ".", "", "a/b", "articles/../../x",
+ESCAPING_IDS = ["../../escape", "../../../../srv/escape", "..", ".", "", "a/b", "articles/../../x",
                 "nul\x00byte", "..\\..\\escape"]  # fmt: skip
 
 

@@ -5,6 +5,7 @@ This tool wraps each hand-written answer in the exact request body the current p
 and a chat-completion response body, so that replay and the loopback server serve them like
 real recordings.
 
+    python -m pipeline.testing.fixtures export ANSWERS_DIR  # the answers as editable files
     python -m pipeline.testing.fixtures build ANSWERS_DIR   # answers named <input>.<call>.json
     python -m pipeline.testing.fixtures restamp             # after an intended prompt change
 
@@ -103,18 +104,44 @@ def restamp(articles_dir: Path, recordings: Path) -> int:
     return written
 
 
+def export(articles_dir: Path, recordings: Path, answers: Path) -> int:
+    """Write each recording's answer as an editable, pretty-printed file (the input of `build`)."""
+    book = PromptBook(Settings())
+    written = 0
+    for article in load_articles([articles_dir]):
+        if not isinstance(article, Article):
+            continue
+        for call in LANGS:
+            path = recording_path(recordings, first_request(book, article, call))
+            if not path.is_file():
+                continue
+            content = json.loads(path.read_text(encoding="utf-8"))["response"]["choices"][0]["message"][
+                "content"
+            ]
+            text = json.dumps(json.loads(content), ensure_ascii=False, indent=2) + "\n"
+            atomic_write_text(answers / answer_name(article, call), text)
+            written += 1
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.testing.fixtures", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("command", choices=("build", "restamp"))
-    parser.add_argument("answers", nargs="?", type=Path, help="folder of hand-written answers (build)")
+    parser.add_argument("command", choices=("build", "restamp", "export"))
+    parser.add_argument(
+        "answers", nargs="?", type=Path, help="folder of hand-written answers (build, export)"
+    )
     parser.add_argument("--articles", type=Path, default=Path("fixtures/articles"))
     parser.add_argument("--recordings", type=Path, default=Path("fixtures/recordings"))
     args = parser.parse_args(argv)
+    if args.command in ("build", "export") and args.answers is None:
+        parser.error(f"{args.command} needs the folder of answers")
     if args.command == "build":
-        if args.answers is None:
-            parser.error("build needs the folder of answers")
         count = build(args.articles, args.answers, args.recordings)
+    elif args.command == "export":
+        count = export(args.articles, args.recordings, args.answers)
+        print(f"{count} answer(s) written to {args.answers}")
+        return
     else:
         count = restamp(args.articles, args.recordings)
     print(f"{count} recording(s) written to {args.recordings}")
