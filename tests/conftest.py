@@ -3,7 +3,10 @@ NEWSDESK_OFFLINE=1 makes the live model refuse any endpoint that is not on loopb
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -44,3 +47,24 @@ def settings() -> Settings:
 @pytest.fixture
 def book(settings: Settings) -> PromptBook:
     return PromptBook(settings)
+
+
+def cli_env(api_key: str | None = None, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `newsdesk` subprocess: no inherited OPENAI_/NEWSDESK_ settings, offline."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NEWSDESK_"))}
+    environment.update({"NEWSDESK_OFFLINE": "1", "PYTHONIOENCODING": "utf-8"})
+    if api_key is not None:
+        environment["OPENAI_API_KEY"] = api_key
+    environment.update(env or {})
+    return environment
+
+
+def run_newsdesk(
+    *args: str | Path, api_key: str | None = None, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -m pipeline ARGS` from the repository root, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *map(str, args)],
+        cwd=ROOT, env=cli_env(api_key, env), capture_output=True, text=True, encoding="utf-8",
+        timeout=timeout, check=False,
+    )  # fmt: skip

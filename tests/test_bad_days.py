@@ -33,7 +33,7 @@ import pipeline.emit.write as write_module
 from pipeline.cli import app
 from pipeline.schema import Analysis
 from pipeline.testing.server import FakeOpenAIServer, FaultPlan, RecordedRequest
-from tests.conftest import ARTICLES, RECORDINGS, ROOT
+from tests.conftest import ARTICLES, RECORDINGS, run_newsdesk
 
 KEY = "ndk-baddays-2468ACEGIKMOQSUWY13579"
 CHAT = "/v1/chat/completions"
@@ -83,18 +83,8 @@ def write_config(folder: Path, text: str) -> Path:
     return path
 
 
-def cli_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NEWSDESK_"))}
-    environment.update({"NEWSDESK_OFFLINE": "1", "OPENAI_API_KEY": KEY})
-    environment.update(env or {})
-    return environment
-
-
 def newsdesk(*args: str | Path, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *map(str, args)],
-        cwd=ROOT, env=cli_env(env), capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    return run_newsdesk(*args, api_key=KEY, env=env)
 
 
 def run_in_process(out: Path, base_url: str, *extra: str) -> Any:

@@ -31,7 +31,7 @@ from pipeline.prompts import Glossary, PromptBook
 from pipeline.schema import Lang
 from pipeline.validate.document import load_source, validate_document
 from pipeline.validate.findings import Finding
-from tests.conftest import ARTICLES, RECORDINGS, ROOT
+from tests.conftest import ARTICLES, RECORDINGS, ROOT, cli_env
 
 DUKE = "duke-energy-orders-8-5-gwh-of-iron-air-batteries-in-largest-7f7822e172"  # en, .txt
 ECB = "ecb-cuts-rates-to-1-75-as-inflation-undershoots-target-4cd906df18"  # en, .md
@@ -536,12 +536,6 @@ def test_without_a_source_only_the_source_free_checks_run() -> None:
 
 
 # --- the CLI ---------------------------------------------------------------------------------------------
-
-
-def cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NEWSDESK_"))}
-    env.update(NEWSDESK_OFFLINE="1", PYTHONIOENCODING="utf-8")
-    return env
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

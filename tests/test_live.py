@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ from typing import Any
 import pytest
 
 from pipeline.testing.server import FakeOpenAIServer, FaultPlan, Reply
-from tests.conftest import ARTICLES, RECORDINGS, ROOT
+from tests.conftest import ARTICLES, RECORDINGS, run_newsdesk
 
 API_KEY = "sk-test-0123456789abcdefghijklmnopqrstuvwxyz"
 TRANSPORT_FAULTS = ("429", "500", "503", "drop", "malformed", "html", "length", "schema")
@@ -22,13 +20,7 @@ TRANSPORT_FAULTS = ("429", "500", "503", "drop", "malformed", "html", "length", 
 def newsdesk(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NEWSDESK_"))}
-    environment.update({"NEWSDESK_OFFLINE": "1", "OPENAI_API_KEY": API_KEY})
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+    return run_newsdesk(*args, api_key=API_KEY, env=env, timeout=timeout)
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ from pipeline.testing.server import (
     find_recording,
     load_recordings,
 )
-from tests.conftest import ARTICLES, RECORDINGS, ROOT
+from tests.conftest import ARTICLES, RECORDINGS, ROOT, cli_env, run_newsdesk
 
 API_KEY = "ndk-prod-9876543210ZYXWVUTSRQPONMLKJIHGFEDCBA"  # not sk-shaped: only real redaction hides it
 CHAT = "/v1/chat/completions"
@@ -59,18 +59,8 @@ ALL_STATUSES = {"ok", "failed", "skipped", "duplicate", "not_started"}
 # ----------------------------------------------------------------------------- helpers
 
 
-def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NEWSDESK_"))}
-    environment.update({"NEWSDESK_OFFLINE": "1", "OPENAI_API_KEY": API_KEY})
-    environment.update(env or {})
-    return environment
-
-
 def newsdesk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+    return run_newsdesk(*args, api_key=API_KEY, timeout=timeout)
 
 
 def report_of(out: Path) -> dict[str, Any]:
@@ -243,7 +233,7 @@ def test_kill_9_leaves_no_torn_file_and_the_rerun_pays_only_for_what_is_missing(
     with FakeOpenAIServer(script=script, api_key=API_KEY) as gated:
         process = subprocess.Popen(
             [sys.executable, "-m", "pipeline", *args, "--base-url", gated.base_url],
-            cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT, env=cli_env(API_KEY), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
             wait_until(lambda: len(finished()) == 3 and script.waiting == 3 and len(journaled()) == 1)

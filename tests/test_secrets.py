@@ -14,7 +14,6 @@ including the hidden call journal and the logs, and the --record folder) for:
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 
 from pipeline.testing.server import FakeOpenAIServer, FaultPlan, RecordedRequest, Reply
-from tests.conftest import ARTICLES, RECORDINGS, ROOT
+from tests.conftest import ARTICLES, RECORDINGS, ROOT, cli_env, run_newsdesk
 
 KEY = "ndk-secret-5Qm8ZtX2vR7pL4wN9cK1bH6jq"
 OTHER_KEY = "ndk-server-0000111122223333444455556"
@@ -72,18 +71,8 @@ def assert_no_secret(
     return len(files)
 
 
-def cli_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NEWSDESK_"))}
-    environment.update({"NEWSDESK_OFFLINE": "1", "OPENAI_API_KEY": KEY})
-    environment.update(env or {})
-    return environment
-
-
 def newsdesk(*args: str | Path, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *map(str, args)],
-        cwd=ROOT, env=cli_env(env), capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    return run_newsdesk(*args, api_key=KEY, env=env)
 
 
 def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -140,7 +129,7 @@ def test_the_process_title_never_shows_the_key(tmp_path: Path) -> None:
         child = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "run", str(ONE), "--out", str(tmp_path / "out"),
              "--base-url", server.base_url],
-            cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT, env=cli_env(KEY), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 30

@@ -24,7 +24,7 @@ from pipeline.config import DEFAULT_DISCLAIMER_EN, DEFAULT_DISCLAIMER_ZH
 from pipeline.emit.output import article_dir
 from pipeline.ingest import InputFailure, load_articles
 from pipeline.ingest.article import Article, content_hash, make_article_id
-from tests.conftest import ARTICLES, RECORDINGS, ROOT
+from tests.conftest import ARTICLES, RECORDINGS, ROOT, cli_env
 
 HOSTILE = ROOT / "tests" / "hostile"
 SAFE_ID = r"[a-z0-9-]{1,80}"
@@ -175,12 +175,6 @@ def test_render_of_a_safe_id_writes_the_article_folder(tmp_path: Path) -> None:
 
 
 # --- symlinks, loops and special files in the input folder --------------------------------------------
-
-
-def cli_env() -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NEWSDESK_"))}
-    environment["NEWSDESK_OFFLINE"] = "1"
-    return environment
 
 
 def replay_run(inputs: list[Path], out: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
