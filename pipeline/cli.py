@@ -54,7 +54,7 @@ app = typer.Typer(
 fixtures_app = typer.Typer(no_args_is_help=True, help="Recorded model calls used for replay.")
 app.add_typer(fixtures_app, name="fixtures")
 
-EXIT_CODES = {ConfigError: 2, LockedError: 3}
+EXIT_CODES = {ConfigError: 2, InputError: 2, LockedError: 3}  # InputError: a file given to a command
 
 
 @app.callback()
@@ -202,9 +202,6 @@ def render_command(
         site = SiteInfo(settings.site_name, settings.site_name_zh, settings.site_url)
         written = write_article(out, parsed, site)
         write_index(out, site)
-    except InputError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(2) from None
     except NewsdeskError as exc:
         fail(exc)
     for path in written:
@@ -234,9 +231,6 @@ def prompts_command(
         settings = resolve_settings({}, config)
         book = PromptBook(settings)
         source = load_source(article, Limits(settings.max_input_bytes, settings.max_input_tokens))
-    except InputError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(2) from None
     except NewsdeskError as exc:
         fail(exc)
     calls: list[Lang] = ["en", "zh"] if lang is None else (["en"] if lang == "en" else ["zh"])
@@ -291,9 +285,6 @@ def eval_command(
         report = asyncio.run(evaluate(folder, settings))
         comparison = compare_eval(report, load_eval_report(baseline)) if baseline else None
         write_eval_report(report, report_path)
-    except InputError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(2) from None
     except NewsdeskError as exc:
         fail(exc)
     show_eval(report, comparison, as_json)
@@ -340,9 +331,6 @@ def validate_command(
             else None
         )
         article = load_source(source, limits, sha) if source else None
-    except InputError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(2) from None
     except NewsdeskError as exc:
         fail(exc)
     findings = validate_document(data, article, book.glossary, book.system_prompt)
