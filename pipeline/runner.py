@@ -371,7 +371,7 @@ class Runner:
         )
 
 
-IN_MEMORY_ENTRIES = 2000  # beyond this the returned report's entries are only on disk
+IN_MEMORY_ENTRIES = 500  # beyond this the returned report's entries are only on disk
 
 
 def write_report(report: RunReport, spool: Path, path: Path) -> None:

@@ -18,10 +18,13 @@ from typing import Any, NoReturn
 import pytest
 from markupsafe import escape
 
+from pipeline import runner as runner_module
 from pipeline.config import DEFAULT_DISCLAIMER_EN, DEFAULT_DISCLAIMER_ZH, Settings
 from pipeline.console import PlainProgress
-from pipeline.emit.output import ARTICLE_FILES, iter_analyses
+from pipeline.emit.feed import render_atom_feed
+from pipeline.emit.output import ARTICLE_FILES, iter_analyses, write_index
 from pipeline.emit.render import (
+    SiteInfo,
     md_escape,
     render_analysis_json,
     render_article_html,
@@ -29,7 +32,7 @@ from pipeline.emit.render import (
     render_index_html,
     safe_href,
 )
-from pipeline.emit.write import atomic_write_text
+from pipeline.emit.write import atomic_write_chunks, atomic_write_text
 from pipeline.model.base import ChatModel, ModelReply, ModelRequest
 from pipeline.model.fake import ScriptedModel
 from pipeline.model.replay import ReplayModel
@@ -720,6 +723,20 @@ def test_failed_atomic_write_keeps_the_old_file(
         assert target.read_text(encoding="utf-8") == "old content\n"
 
 
+def test_a_failing_stream_of_pieces_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "index.html"
+    target.write_text("old page\n", encoding="utf-8")
+
+    def pieces() -> Iterator[str]:
+        yield "<!DOCTYPE html>\n"
+        raise ValueError("an analysis could not be rendered")
+
+    with pytest.raises(ValueError, match="could not be rendered"):
+        atomic_write_chunks(target, pieces())
+    assert [p.name for p in tmp_path.iterdir()] == ["index.html"]
+    assert target.read_text(encoding="utf-8") == "old page\n"
+
+
 # --- index.html -------------------------------------------------------------------------------
 
 
@@ -784,6 +801,42 @@ def test_index_orders_by_instant_across_time_zones() -> None:
     ]
 
 
+def copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source / "articles", target / "articles")
+    return target
+
+
+def test_streamed_index_and_feed_are_the_pages_of_every_analysis(
+    full_run: tuple[Path, RunReport], tmp_path: Path
+) -> None:
+    """write_index reads the folder twice and streams; the pages are those of the pure renderers."""
+    out = copy_run(full_run[0], tmp_path)
+    folders = sorted((out / "articles").iterdir())
+    (folders[0] / "analysis.json").write_text("{ not json", encoding="utf-8")  # a spoiled one is left out
+    again = json.loads((folders[1] / "analysis.json").read_text(encoding="utf-8"))
+    again["generation"]["created_at"] = "2030-01-01T00:00:00Z"  # the same article id, generated later
+    (out / "articles" / "zz-regenerated").mkdir()
+    (out / "articles" / "zz-regenerated" / "analysis.json").write_text(json.dumps(again), encoding="utf-8")
+    site = SiteInfo(url="https://news.example/desk/")
+    write_index(out, site)
+    analyses = list(iter_analyses(out))
+    assert len(analyses) == len(folders)
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert index == render_index_html(analyses, site)
+    assert len(index_entries(index)) == len(analyses)
+    assert f"{len(analyses)} articles" in index
+    feed = (out / "feed.xml").read_text(encoding="utf-8")
+    assert feed == render_atom_feed(analyses, site, site.url)
+    assert feed.count("<entry>") == len(analyses) - 1, "the regenerated article is one entry"
+    assert "2030-01-01T00:00:00Z" in feed
+
+
+def test_index_of_an_empty_folder(tmp_path: Path) -> None:
+    write_index(tmp_path, SiteInfo())
+    assert index_entries((tmp_path / "index.html").read_text(encoding="utf-8")) == []
+    assert "<entry>" not in (tmp_path / "feed.xml").read_text(encoding="utf-8")
+
+
 def test_index_has_sort_and_filter_controls(full_run: tuple[Path, RunReport]) -> None:
     out, _ = full_run
     html = (out / "index.html").read_text(encoding="utf-8")
@@ -800,6 +853,15 @@ def test_index_has_sort_and_filter_controls(full_run: tuple[Path, RunReport]) ->
 
 
 # --- the runner's output folder ---------------------------------------------------------------
+
+
+def test_a_big_run_keeps_its_entries_on_disk_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_module, "IN_MEMORY_ENTRIES", 1)
+    report = run_pipeline(small_inputs(tmp_path / "in"), tmp_path / "out")
+    assert report.counts["ok"] == sum(report.counts.values()) == 2
+    assert report.articles == [], "beyond the limit the returned report holds counts, not entries"
+    data = json.loads((tmp_path / "out" / "run-report.json").read_text(encoding="utf-8"))
+    assert sorted(entry["status"] for entry in data["articles"]) == ["ok", "ok"]
 
 
 def test_replay_run_writes_three_files_per_article_and_a_report(full_run: tuple[Path, RunReport]) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 from urllib.parse import quote, urljoin
 
 from pipeline import __version__
-from pipeline.emit.render import SiteInfo, safe_href
+from pipeline.emit.render import SiteInfo, parse_instant, safe_href
 from pipeline.schema import Analysis
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -28,6 +29,8 @@ TAG_SCHEME = "urn:newsdesk:tag"
 FEED_ID = "urn:newsdesk:feed"
 XML_DECLARATION = '<?xml version="1.0" encoding="utf-8"?>\n'
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+T = TypeVar("T")
 
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 # Elements are built with literal names and the namespace declarations are written as attributes:
@@ -48,49 +51,34 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_instant(raw: str | None) -> datetime | None:
-    """An ISO 8601 date or date-time as an aware datetime (naive means UTC), else None."""
-    if not raw:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True)
-class _Dated:
+class FeedItem:
+    """Where one article goes in the feed: its order and its dates."""
+
     article_id: str
     sort_key: datetime  # published, else generated: the order of the index page
     published: datetime | None
     updated: datetime
-    entry: str = ""  # the serialised entry, built at once: memory holds text, not analyses
 
 
-def _dated(analysis: Analysis) -> _Dated:
+def feed_item(analysis: Analysis) -> FeedItem:
     published = parse_instant(analysis.article.published_at)
     generated = parse_instant(analysis.generation.created_at)
     known = [moment for moment in (published, generated) if moment is not None]
-    return _Dated(analysis.article.id, published or generated or EPOCH, published, max(known, default=EPOCH))
+    sort_key = published or generated or EPOCH
+    return FeedItem(analysis.article.id, sort_key, published, max(known, default=EPOCH))
 
 
-def _newest_first(analyses: Iterable[Analysis], site: SiteInfo, base: str | None) -> list[_Dated]:
-    """One item per article id (the latest generation wins), newest first, ties by id.
-
-    Each analysis is turned into its entry element as it is read, so memory holds entries, not
-    analyses, however many articles the folder has.
-    """
-    by_id: dict[str, _Dated] = {}
-    for analysis in analyses:
-        item = _dated(analysis)
-        previous = by_id.get(item.article_id)
-        if previous is None or item.updated >= previous.updated:
-            element = _entry(analysis, item, site, base)
-            ET.indent(element, space="  ", level=1)
-            by_id[item.article_id] = replace(item, entry=ET.tostring(element, encoding="unicode"))
-    ordered = sorted(by_id.values(), key=lambda item: item.article_id)
-    return sorted(ordered, key=lambda item: item.sort_key, reverse=True)
+def feed_order(items: Iterable[T], item_of: Callable[[T], FeedItem]) -> list[T]:
+    """One of `items` per article id (the latest generation wins), newest first, ties by id."""
+    latest: dict[str, tuple[FeedItem, T]] = {}
+    for item in items:
+        placed = item_of(item)
+        previous = latest.get(placed.article_id)
+        if previous is None or placed.updated >= previous[0].updated:
+            latest[placed.article_id] = (placed, item)
+    by_id = sorted(latest.values(), key=lambda pair: pair[0].article_id)
+    return [item for _, item in sorted(by_id, key=lambda pair: pair[0].sort_key, reverse=True)]
 
 
 def _base(base_url: str | None) -> str | None:
@@ -142,7 +130,7 @@ def _content(parent: ET.Element, analysis: Analysis) -> None:
     _zh(_el(div, "p", analysis.disclaimer.zh))
 
 
-def _entry(a: Analysis, item: _Dated, site: SiteInfo, base: str | None) -> ET.Element:
+def _entry(a: Analysis, item: FeedItem, site: SiteInfo, base: str | None) -> ET.Element:
     entry = ET.Element("entry")
     _el(entry, "id", f"urn:newsdesk:{quote(a.article.id, safe='-._~')}")
     _el(entry, "title", a.en.title, type="text")
@@ -174,19 +162,40 @@ def render_atom_feed(analyses: Iterable[Analysis], site: SiteInfo, base_url: str
 
     Raises ValueError when `base_url` is not an absolute http(s) URL.
     """
+    ordered = feed_order(analyses, feed_item)
+    updated = max((feed_item(a).updated for a in ordered), default=EPOCH)
+    return "".join(atom_feed_chunks(ordered, updated, site, base_url))
+
+
+def atom_feed_chunks(
+    newest_first: Iterable[Analysis], updated: datetime, site: SiteInfo, base_url: str | None = None
+) -> Iterator[str]:
+    """The feed piece by piece, reading `newest_first` one analysis at a time (for big folders).
+
+    `updated` is the feed's own date: the latest of its entries'. Raises ValueError at once when
+    `base_url` is not an absolute http(s) URL.
+    """
     base = _base(base_url)
-    items = _newest_first(analyses, site, base)
+    return _feed_pieces(newest_first, updated, site, base)
+
+
+def _feed_pieces(
+    newest_first: Iterable[Analysis], updated: datetime, site: SiteInfo, base: str | None
+) -> Iterator[str]:
     feed = ET.Element("feed", {**_NS_DECLS, _XML_LANG: "en"})
     _el(feed, "id", base or FEED_ID)
     _el(feed, "title", f"{site.name} | {site.name_zh}", type="text")
     _el(feed, "subtitle", "Bilingual news analysis, generated by AI · AI 生成的双语新闻分析", type="text")
-    _el(feed, "updated", rfc3339(max((item.updated for item in items), default=EPOCH)))
+    _el(feed, "updated", rfc3339(updated))
     _el(feed, "link", rel="alternate", type="text/html", href=_href(base, "index.html"))
     _author(feed, site, base)
     _el(feed, "generator", "newsdesk", version=__version__)
     _ai_marker(feed)
     _el(feed, "newsdesk:generation", **{"ai-generated": "true"})
     ET.indent(feed)
-    head = ET.tostring(feed, encoding="unicode").removesuffix("</feed>").rstrip()
-    entries = "".join(f"  {item.entry.strip()}\n" for item in items)
-    return XML_DECLARATION + head + "\n" + entries + "</feed>\n"
+    yield XML_DECLARATION + ET.tostring(feed, encoding="unicode").removesuffix("</feed>").rstrip() + "\n"
+    for analysis in newest_first:
+        element = _entry(analysis, feed_item(analysis), site, base)
+        ET.indent(element, space="  ", level=1)
+        yield f"  {ET.tostring(element, encoding='unicode').strip()}\n"
+    yield "</feed>\n"

@@ -7,7 +7,7 @@ autoescaping, only http(s) URLs become links, and Markdown escapes markup charac
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from pipeline.schema import Analysis, Section
+from pipeline.schema import Analysis, Disclaimer, Section
 
 _LABELS = {
     "en": {"key_data": "Key Data", "caption": "Key figures from the source article",
@@ -100,47 +100,73 @@ def _text_lang(text: str) -> str:
     return "zh-Hans" if re.search(r"[\u4e00-\u9fff]", text) else "en"
 
 
-def render_index_html(analyses: Iterable[Analysis], site: SiteInfo | None = None) -> str:
-    """The index page; `analyses` is consumed one at a time, keeping only what the page shows."""
-    site = site or SiteInfo()
-    keyed: list[tuple[datetime, dict[str, Any]]] = []
-    tags: set[str] = set()
-    disclaimer = None
+@dataclass(frozen=True)
+class IndexHead:
+    """What the top of the index page needs to know about all its articles, gathered beforehand."""
+
+    count: int
+    tags: list[str]  # every tag label, sorted: the filter's options
+    disclaimer: Disclaimer | None
+
+
+def index_head(analyses: Iterable[Analysis]) -> IndexHead:
+    count, tags, disclaimer = 0, set[str](), None
     for analysis in analyses:
-        keyed.append((_instant(analysis), _index_entry(analysis)))
+        count += 1
         tags.update(tag.en for tag in analysis.tags)
         disclaimer = disclaimer or analysis.disclaimer
-    keyed.sort(key=lambda pair: pair[0], reverse=True)
-    entries = [entry for _, entry in keyed]
-    all_tags = sorted(tags)
-    return _env().get_template("index.html.j2").render(
-        entries=entries, all_tags=all_tags, css=_css(), site_name=site.name, site_name_zh=site.name_zh,
+    return IndexHead(count, sorted(tags), disclaimer)
+
+
+def render_index_html(analyses: Iterable[Analysis], site: SiteInfo | None = None) -> str:
+    """The index page of `analyses`, newest first (ties keep their order)."""
+    items = list(analyses)
+    newest_first = sorted(items, key=index_instant, reverse=True)
+    return "".join(index_html_chunks(newest_first, index_head(items), site))
+
+
+def index_html_chunks(
+    newest_first: Iterable[Analysis], head: IndexHead, site: SiteInfo | None = None
+) -> Iterator[str]:
+    """The index page piece by piece, reading `newest_first` one analysis at a time (for big folders)."""
+    site = site or SiteInfo()
+    disclaimer = head.disclaimer
+    return _env().get_template("index.html.j2").generate(
+        entries=(_index_entry(a) for a in newest_first), count=head.count, all_tags=head.tags, css=_css(),
+        site_name=site.name, site_name_zh=site.name_zh,
         disclaimer_en=disclaimer.en if disclaimer else "", disclaimer_zh=disclaimer.zh if disclaimer else "",
     )  # fmt: skip
+
+
+def parse_instant(raw: str | None) -> datetime | None:
+    """An ISO 8601 date or date-time as an aware datetime (naive means UTC), else None."""
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def index_instant(analysis: Analysis) -> datetime:
+    """When the article was published (else generated), comparable across time zones."""
+    return (
+        parse_instant(analysis.article.published_at)
+        or parse_instant(analysis.generation.created_at)
+        or datetime.min.replace(tzinfo=UTC)
+    )
 
 
 def _sort_date(analysis: Analysis) -> str:
     return analysis.article.published_at or analysis.generation.created_at
 
 
-def _instant(analysis: Analysis) -> datetime:
-    """When the article was published (else generated), comparable across time zones."""
-    for raw in (analysis.article.published_at, analysis.generation.created_at):
-        if not raw:
-            continue
-        try:
-            moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-        except ValueError:
-            continue
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return datetime.min.replace(tzinfo=UTC)
-
-
 def _index_entry(analysis: Analysis) -> dict[str, Any]:
     return {
         "href": f"articles/{analysis.article.id}/article.html",
         "title_en": analysis.en.title, "title_zh": analysis.zh.title,
-        "date": _instant(analysis).astimezone(UTC).isoformat(),  # sortable as text in the page script
+        "date": index_instant(analysis).astimezone(UTC).isoformat(),  # sortable as text in the page script
         "day": _sort_date(analysis)[:10],
         "hot": analysis.scores.hot, "quality": analysis.scores.quality, "impact": analysis.scores.impact,
         "tags_attr": "|".join(t.en for t in analysis.tags),
