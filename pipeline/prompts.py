@@ -84,36 +84,62 @@ class Glossary:
         return index
 
     @cached_property
-    def _names(self) -> list[tuple[Term, list[tuple[str, str, bool]]]]:
-        """Each term with its names as (name, lower-cased, is ASCII), computed once."""
-        return [(t, [(n, n.lower(), n.isascii()) for n in t.names() if n]) for t in self.terms]
+    def _keyed(self) -> tuple[dict[str, list[tuple[int, str]]], dict[str, list[tuple[int, str]]]]:
+        """Each name with its term's position: Latin names under their first word (lower-cased),
+        other names under their first character. A name can occur only where its key does."""
+        by_word: dict[str, list[tuple[int, str]]] = {}
+        by_char: dict[str, list[tuple[int, str]]] = {}
+        for i, term in enumerate(self.terms):
+            for name in term.names():
+                if not name:
+                    continue
+                if name.isascii():
+                    words = _ASCII_WORD.findall(name.lower())
+                    by_word.setdefault(words[0] if words else "", []).append((i, name))
+                else:
+                    by_char.setdefault(name[0], []).append((i, name))
+        return by_word, by_char
 
     def found_in(self, text: str) -> list[Term]:
-        """The terms any of whose names occur in `text`."""
+        """The terms any of whose names occur in `text` (Latin names as whole words, any case)."""
         lowered = text.lower()
-        found = []
-        for term, names in self._names:
-            for name, name_lower, ascii_name in names:
-                if ascii_name:
-                    if name_lower in lowered and _whole_word(name).search(text):
-                        break
-                elif name in text:
-                    break
-            else:
-                continue
-            found.append(term)
-        return found
+        by_word, by_char = self._keyed
+        found: set[int] = set()
+        for word in {"", *_ASCII_WORD.findall(lowered)} & by_word.keys():
+            found.update(i for i, name in by_word[word] if i not in found and mentions(text, lowered, name))
+        for char in set(text) & by_char.keys():
+            found.update(i for i, name in by_char[char] if name in text)
+        return [self.terms[i] for i in sorted(found)]
+
+
+_ASCII_WORD = re.compile(r"[a-z0-9]+")
 
 
 def mentions(text: str, lowered: str, name: str) -> bool:
-    """Whether `text` names `name`: Latin names whole-word and case-insensitively, others verbatim."""
+    """Whether `text` names `name`: Latin names whole-word and case-insensitively, others verbatim.
+
+    `lowered` is ``text.lower()``. Latin names are found with str.find in it and their edges
+    checked in `text`, much faster than a regex scan; when lower-casing changed the text's
+    length (positions would not line up), the regex decides.
+    """
     if not name:
         return False
     if not name.isascii():
         return name in text
-    if name.lower() not in lowered:  # cheap test first; the regex only confirms word boundaries
-        return False
-    return _whole_word(name).search(text) is not None
+    needle = name.lower()
+    if len(lowered) != len(text):
+        return needle in lowered and _whole_word(name).search(text) is not None
+    start = lowered.find(needle)
+    while start >= 0:
+        end = start + len(needle)
+        if not _latin_or_digit_at(text, start - 1) and not _latin_or_digit_at(text, end):
+            return True
+        start = lowered.find(needle, start + 1)
+    return False
+
+
+def _latin_or_digit_at(text: str, index: int) -> bool:
+    return 0 <= index < len(text) and text[index].isascii() and text[index].isalnum()
 
 
 @lru_cache(maxsize=4096)

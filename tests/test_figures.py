@@ -16,6 +16,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from pipeline.validate import figures
 from pipeline.validate.figures import Figure, figures_in
 
 Expected = tuple[str, float, str | None]  # kind, value, unit
@@ -410,3 +411,32 @@ def test_an_energy_amount_parses_back_in_every_unit(amount: Decimal) -> None:
         (f"{plain(amount.scaleb(-6))}吉瓦时", wh, "quantity"),
     ]
     check_renderings(renderings)
+
+
+# --- the fast scans find what a plain scan finds ------------------------------------------------
+
+SCAN_ALPHABET = st.sampled_from(
+    [*"0123456789.,$€£¥-–~ %xkmbKMBU SDHRCNYEGPJ\n", "US$", "HK$", "RMB", "USD", "bn", "万", "亿", "约"]
+)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(pieces=st.lists(SCAN_ALPHABET, max_size=40))
+def test_english_figures_are_found_as_a_scan_at_every_character_finds_them(pieces: list[str]) -> None:
+    """The English scan jumps from digit to digit; it must find exactly the plain scan's matches."""
+    text = "".join(pieces)
+    expected = [m.span() for m in figures._EN_FIGURE.finditer(text)]
+    assert [m.span() for m in figures._english_matches(text)] == expected
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(spans=st.lists(st.tuples(st.integers(0, 60), st.integers(1, 8)), max_size=25))
+def test_taken_spans_overlap_exactly_when_a_pairwise_test_says_so(spans: list[tuple[int, int]]) -> None:
+    taken, kept = figures._Spans(), []
+    for start, width in spans:
+        span = (start, start + width)
+        overlaps = any(span[0] < end and begin < span[1] for begin, end in kept)
+        assert taken.overlaps(span) == overlaps
+        if not overlaps:
+            taken.add(span)
+            kept.append(span)

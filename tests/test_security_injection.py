@@ -362,6 +362,37 @@ def test_an_answer_that_leaks_the_instructions_is_an_injection_error(
     assert expected in {f.path for f in flagged}, [f.one_line() for f in findings]
 
 
+def test_a_leak_is_found_whatever_its_spacing_and_case(book: PromptBook, injected_ecb: Article) -> None:
+    document = ecb_document()
+    leak = "  ".join(SYSTEM_SENTENCE.upper().split(" "))
+    set_field(document, "en.insights.1", f"Note:\n{leak}")
+    findings = validate_document(document, injected_ecb, book.glossary, book.system_prompt)
+    assert [f.path for f in errors_of(findings, "injection")] == ["en.insights[1]"]
+
+
+def test_a_sentence_split_across_two_fields_is_no_leak(book: PromptBook, injected_ecb: Article) -> None:
+    """The whole answer is checked in one pass first; text that only matches across a field boundary
+    (one bullet ends where the next begins) sends it to the field-by-field pass, which clears it."""
+    document = ecb_document()
+    words = SYSTEM_SENTENCE.split(" ")
+    set_field(document, "en.tldr.0", " ".join(words[: len(words) // 2]))
+    set_field(document, "en.tldr.1", " ".join(words[len(words) // 2 :]))
+    set_field(document, "en.tldr.2", "Policy makers wrote <")
+    set_field(document, "en.faq.0.answer", "script> was not in the statement, nor was onload")
+    set_field(document, "en.faq.1.answer", "= anything")
+    findings = validate_document(document, injected_ecb, book.glossary, book.system_prompt)
+    assert errors_of(findings, "injection") == []
+
+
+def test_an_uppercase_link_is_still_a_link(book: PromptBook, injected_ecb: Article) -> None:
+    document = ecb_document()
+    set_field(
+        document, "zh.faq.0.answer", get_field(document, "zh.faq.0.answer") + " 详见HTTPS://EVIL.EXAMPLE/X"
+    )
+    findings = validate_document(document, injected_ecb, book.glossary, book.system_prompt)
+    assert [f.path for f in errors_of(findings, "injection")] == ["zh.faq[0].answer"]
+
+
 def test_a_link_the_source_does_not_contain_is_an_injection_error(
     book: PromptBook, injected_ecb: Article
 ) -> None:

@@ -77,11 +77,12 @@ _EN_NUMBER_WORDS = {
 }
 _EN_NUMBER_WORDS.update({"thirty": 30.0, "forty": 40.0, "fifty": 50.0, "sixty": 60.0, "seventy": 70.0,
                          "eighty": 80.0, "ninety": 90.0, "hundred": 100.0, "dozen": 12.0})  # fmt: skip
-_APPROX_BEFORE = re.compile(
-    r"(?:about|around|approximately|roughly|nearly|almost|over|more than|less than|up to|at least|"
-    r"约|大约|近|超过|逾|接近|将近)\s*$",
-    re.IGNORECASE | re.ASCII,
-)
+_APPROX_WORDS = (
+    "about", "around", "approximately", "roughly", "nearly", "almost", "over", "more than", "less than",
+    "up to", "at least", "约", "大约", "近", "超过", "逾", "接近", "将近",
+)  # fmt: skip
+_APPROX_BEFORE = re.compile(rf"(?:{'|'.join(_APPROX_WORDS)})\s*$", re.IGNORECASE | re.ASCII)
+_APPROX_LAST_CHARS = frozenset(word[-1] for word in _APPROX_WORDS)  # a cheap test before the regex
 _APPROX_AFTER = re.compile(r"^\s*(?:左右|多|余|以上|以下)")
 
 _NUM = r"\d+(?:,\d{3})*(?:\.\d+)?|\d*\.\d+"
@@ -113,9 +114,15 @@ _ZH_FIGURE = re.compile(
 )
 _EN_QUARTER = re.compile(r"\bQ([1-4])\b|\b(first|second|third|fourth)[- ]quarter\b", re.I | re.ASCII)
 _ZH_QUARTER = re.compile(r"(?<!前)第?([一二三四1-4])(?:季度|财季)")
-_EN_MONTH = re.compile(r"\b(January|February|March|April|May|June|July|August|September|October|"
+# No leading \b: a pattern that starts with its literals lets the engine skip to the capitals
+# quickly; the word boundary before a month is checked in Python (_WORD_CHAR).
+_EN_MONTH = re.compile(r"(January|February|March|April|May|June|July|August|September|October|"
                        r"November|December)\b")  # fmt: skip
-_EN_WORD_NUMBER = re.compile(r"\b(" + "|".join(_EN_NUMBER_WORDS) + r")\b", re.I | re.ASCII)
+_WORD_CHAR = re.compile(r"\w")
+_EN_WORD_NUMBER = re.compile(  # the lookahead of first letters only skips ahead faster
+    rf"(?=[{''.join(sorted({w[0] for w in _EN_NUMBER_WORDS}))}])\b({'|'.join(_EN_NUMBER_WORDS)})\b",
+    re.I | re.ASCII,
+)
 _CN_MONTHS = frozenset("一 二 三 四 五 六 七 八 九 十 十一 十二".split())  # noqa: SIM905
 _SKIP_BEFORE_ZH = ("第", "数", "几", "上", "之")
 _ZH_WORDS_NOT_NUMBERS = (
@@ -165,13 +172,17 @@ class Figure:
 
 
 def _compatible(a: Figure, b: Figure) -> bool:
-    if {a.kind, b.kind} <= {"year", "number"}:
-        return True
-    if "number" in (a.kind, b.kind):
-        return not ({a.kind, b.kind} & {"month", "quarter", "period"})
-    if a.kind != b.kind:
-        return False
-    return a.unit is None or b.unit is None or a.unit == b.unit
+    kind, other = a.kind, b.kind
+    if kind == other:
+        return kind in ("year", "number") or a.unit is None or b.unit is None or a.unit == b.unit
+    if kind == "number":  # a bare number goes with anything but a month, quarter or period
+        return other not in _DATED_KINDS
+    if other == "number":
+        return kind not in _DATED_KINDS
+    return False
+
+
+_DATED_KINDS = ("month", "quarter", "period")
 
 
 class FigureIndex:
@@ -183,8 +194,10 @@ class FigureIndex:
         self._quantities = [f for f in self.figures if f.kind == "quantity" and f.factor != 1.0]
 
     def has(self, figure: Figure) -> bool:
-        # a known figure's tolerance is at most 5% of its value, so it lies within 6% of this one
-        slack = 0.06 * abs(figure.value) + figure.tolerance + 1e-6
+        # a known figure's tolerance is at most 5% of its value, so it lies within 6% of this one;
+        # a year, quarter, month or period matches only its exact value
+        exact = figure.kind in _EXACT_KINDS
+        slack = 0.0 if exact else 0.06 * abs(figure.value) + figure.tolerance + 1e-6
         low = bisect_left(self._values, figure.value - slack)
         high = bisect_right(self._values, figure.value + slack)
         if any(figure.matches(known) for known in self.figures[low:high]):
@@ -210,34 +223,61 @@ def tolerance_of(number_text: str, scale: float) -> float:
     digits = number_text.replace(",", "")
     decimals = len(digits.split(".")[1]) if "." in digits else 0
     half_unit: float = 0.5 * 10.0 ** (-decimals) * scale
-    value = abs(float(digits)) * scale if _is_float(digits) else 0.0
-    return min(half_unit, 0.05 * value) if value else half_unit
-
-
-def _is_float(text: str) -> bool:
     try:
-        float(text)
+        value = abs(float(digits)) * scale
     except ValueError:
-        return False
-    return True
+        value = 0.0
+    return min(half_unit, 0.05 * value) if value else half_unit
 
 
 def figures_in(text: str, *, liberal: bool = False) -> list[Figure]:
     """Every figure in `text`. `liberal` also reads number words and bare Chinese numerals."""
     found: list[Figure] = []
     placed: list[tuple[tuple[int, int], Figure]] = []
+    taken = _Spans()
     for group, span in _all_figures(text, liberal):
-        if any(span[0] < end and start < span[1] for (start, end), _ in placed):
+        if taken.overlaps(span):
             continue
-        before = text[max(0, span[0] - 20) : span[0]]
-        approx = bool(before.strip() and _APPROX_BEFORE.search(before)) or bool(
-            _APPROX_AFTER.match(text[span[1] : span[1] + 4])
-        )
-        group = [replace(f, approx=True) for f in group] if approx else group
+        if _approx_before(text[max(0, span[0] - 20) : span[0]]) or _approx_after(text[span[1] : span[1] + 4]):
+            group = [replace(f, approx=True) for f in group]
         group = [f for f in group if math.isfinite(f.value)]  # a 400-digit number is not a figure
         found.extend(group)
         placed.extend((span, f) for f in group)
+        if group:
+            taken.add(span)
     return found + _periods(text, placed)
+
+
+class _Spans:
+    """Disjoint text spans, sorted: whether a new one overlaps any is a binary search."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+
+    def overlaps(self, span: tuple[int, int]) -> bool:
+        # the span starting last before `span` ends is the only one that can reach into it
+        i = bisect_left(self._starts, span[1])
+        return i > 0 and self._ends[i - 1] > span[0]
+
+    def add(self, span: tuple[int, int]) -> None:
+        i = bisect_left(self._starts, span[0])
+        self._starts.insert(i, span[0])
+        self._ends.insert(i, span[1])
+
+
+def _approx_after(after: str) -> bool:
+    """Whether `after` starts with "左右", "多", "以上"...: the figure before it is approximate."""
+    stripped = after.lstrip()
+    return bool(stripped) and stripped[0] in "左多余以" and bool(_APPROX_AFTER.match(after))
+
+
+def _approx_before(before: str) -> bool:
+    """Whether `before` ends with "about", "nearly", "约"...: the figure after it is approximate."""
+    stripped = before.rstrip()
+    return (
+        bool(stripped) and stripped[-1].lower() in _APPROX_LAST_CHARS and bool(_APPROX_BEFORE.search(before))
+    )
 
 
 _PERIOD_GAP = re.compile(r"\s*(?:of\s+|in\s+)?(?:\d{1,2}(?:st|nd|rd|th)?,?\s*)?(?:日|号)?\s*")
@@ -245,6 +285,9 @@ _PERIOD_GAP = re.compile(r"\s*(?:of\s+|in\s+)?(?:\d{1,2}(?:st|nd|rd|th)?,?\s*)?(
 
 def _periods(text: str, placed: list[tuple[tuple[int, int], Figure]]) -> list[Figure]:
     """A quarter or month next to its year ("fourth quarter of 2028", "2028年第四季度", "May 2026")."""
+    kinds = {figure.kind for _, figure in placed}
+    if "year" not in kinds or not kinds & {"quarter", "month"}:
+        return []
     days = ("number",)  # a day between month and year ("December 14, 2026") is read by the gap pattern
     ordered = sorted(
         (pair for pair in placed if not (pair[1].kind in days and pair[1].value <= 31)), key=lambda p: p[0][0]
@@ -288,11 +331,12 @@ def _all_figures(text: str, liberal: bool) -> Iterator[Found]:
 
 
 def _quarters(text: str) -> Iterator[Found]:
-    if "季" not in text and "quarter" not in text.lower() and "Q" not in text:
+    if "Q" in text or "quarter" in text.lower():
+        for match in _EN_QUARTER.finditer(text):
+            value = int(match.group(1)) if match.group(1) else _EN_ORDINAL_QUARTERS[match.group(2).lower()]
+            yield [Figure("quarter", float(value), None, 0.0, match.group(0))], match.span()
+    if "季" not in text:
         return
-    for match in _EN_QUARTER.finditer(text):
-        value = int(match.group(1)) if match.group(1) else _EN_ORDINAL_QUARTERS[match.group(2).lower()]
-        yield [Figure("quarter", float(value), None, 0.0, match.group(0))], match.span()
     for match in _ZH_QUARTER.finditer(text):
         raw = match.group(1)
         value = int(raw) if raw.isdigit() else "一二三四".index(raw) + 1
@@ -301,6 +345,8 @@ def _quarters(text: str) -> Iterator[Found]:
 
 def _months(text: str) -> Iterator[Found]:
     for match in _EN_MONTH.finditer(text):
+        if match.start() > 0 and _WORD_CHAR.match(text, match.start() - 1):  # "Summary", "AMay"
+            continue
         name = match.group(1)
         if name == "May" and not _may_is_month(text, match.start(), match.end()):
             continue
@@ -316,18 +362,33 @@ def _may_is_month(text: str, start: int, end: int) -> bool:
     )
 
 
+_ASCII_DIGIT = re.compile(r"[0-9]")
+# Every English figure has a digit, at most this far from where its match starts ("US$ .5"):
+# a currency prefix of up to three characters, a space, a decimal point.
+_EN_REACH = 5
+
+
+def _english_matches(text: str) -> Iterator[re.Match[str]]:
+    """The matches of ``_EN_FIGURE.finditer(text)``, found faster: the search starts just before
+    the next digit instead of trying the pattern at every character."""
+    pos = 0
+    while (digit := _ASCII_DIGIT.search(text, pos)) is not None:
+        match = _EN_FIGURE.search(text, max(pos, digit.start() - _EN_REACH))
+        if match is None:  # a digit always starts a match; kept for safety
+            return
+        yield match
+        pos = match.end()
+
+
 def _english_figures(text: str) -> Iterator[Found]:
-    for match in _EN_FIGURE.finditer(text):
+    length = len(text)
+    for match in _english_matches(text):
+        written = match.group(0).rstrip()  # the figure proper: the pattern's trailing spaces excluded
+        end = match.start() + len(written)
         first = match.start("cur") if match.group("cur") else match.start("num")
-        end = _figure_end(match)
-        if _glued_to_word(text, first, end) or (end < len(text) and text[end] in "十百千万亿"):
+        if _glued_to_word(text, first, end) or (end < length and text[end] in "十百千万亿"):
             continue
-        yield _english_match_figures(match), (match.start(), end)
-
-
-def _figure_end(match: re.Match[str]) -> int:
-    """Where the figure proper ends (trailing optional spaces of the pattern excluded)."""
-    return match.start() + len(match.group(0).rstrip())
+        yield _english_match_figures(match, written.strip()), (match.start(), end)
 
 
 def _glued_to_word(text: str, start: int, end: int | None = None) -> bool:
@@ -357,25 +418,30 @@ def _latin(ch: str) -> bool:
     return ch.isascii() and ch.isalpha()
 
 
-def _english_match_figures(match: re.Match[str]) -> list[Figure]:
-    numbers = [match.group("num")] + ([match.group("num2")] if match.group("num2") else [])
-    mag_text = (match.group("mag") or "").lower()
-    currency = _currency(match.group("cur") or match.group("cur2"), match.group("curword"))
+def _english_match_figures(match: re.Match[str], text: str) -> list[Figure]:
+    num, num2, mag, cur, cur2, curword, pct, unit = match.group(
+        "num", "num2", "mag", "cur", "cur2", "curword", "pct", "unit"
+    )
+    mag_text = (mag or "").lower()
+    currency = _currency(cur or cur2, curword)
     if mag_text in ("m", "b", "k") and currency is None:
         # a bare "m" or "b" is a magnitude only for money ("$900m"); "100m" may be metres
         return []
     scale = _EN_MAGNITUDES.get(mag_text, 1.0)
-    figures: list[Figure] = []
-    for raw in numbers:
-        figures.append(_english_figure(raw, scale, currency, match))
+    suffix = ((pct or "").lower(), (unit or "").lower())
+    figures = [_english_figure(num, scale, currency, suffix, text)]
+    if num2:
+        figures.append(_english_figure(num2, scale, currency, suffix, text))
     return figures
 
 
-def _english_figure(raw: str, scale: float, currency: str | None, match: re.Match[str]) -> Figure:
+def _english_figure(
+    raw: str, scale: float, currency: str | None, suffix: tuple[str, str], text: str
+) -> Figure:
+    """One number of a match; `suffix` is its percent sign or unit, lower-cased ("" when none)."""
     value = float(raw.replace(",", "")) * scale
     tolerance = tolerance_of(raw, scale)
-    text = match.group(0).strip()
-    pct = (match.group("pct") or "").lower()
+    pct, unit_text = suffix
     if pct:
         if pct.startswith("basis") or pct.startswith("bp"):
             return Figure("percent", value / 100, "pp", tolerance / 100, text)
@@ -383,7 +449,6 @@ def _english_figure(raw: str, scale: float, currency: str | None, match: re.Matc
         return Figure("percent", value, unit, tolerance, text)
     if currency:
         return Figure("money", value, currency, tolerance, text)
-    unit_text = (match.group("unit") or "").lower()
     if unit_text:
         dimension, factor = _UNITS[unit_text]
         return Figure("quantity", value * factor, dimension, tolerance * factor, text, factor=factor)
