@@ -235,7 +235,7 @@ def figures_in(text: str, *, liberal: bool = False) -> list[Figure]:
     found: list[Figure] = []
     placed: list[tuple[tuple[int, int], Figure]] = []
     taken = _Spans()
-    for group, span in _all_figures(text, liberal):
+    for group, span in _all_figures(text, liberal, taken):
         if taken.overlaps(span):
             continue
         if _approx_before(text[max(0, span[0] - 20) : span[0]]) or _approx_after(text[span[1] : span[1] + 4]):
@@ -319,13 +319,13 @@ Found = tuple[list[Figure], tuple[int, int]]  # the figures of one match (two fo
 _ANY_FIGURE_CHAR = re.compile(rf"[0-9{_CN_DIGITS}十百千万QJFMASONDqfst]")
 
 
-def _all_figures(text: str, liberal: bool) -> Iterator[Found]:
+def _all_figures(text: str, liberal: bool, taken: _Spans) -> Iterator[Found]:
     if not liberal and not _ANY_FIGURE_CHAR.search(text):  # no digit, numeral, quarter or month here
         return
     yield from _quarters(text)
     yield from _months(text)
     yield from _chinese_figures(text, liberal)
-    yield from _english_figures(text)
+    yield from _english_figures(text, taken)
     if liberal:
         yield from _number_words(text)
 
@@ -380,7 +380,9 @@ def _english_matches(text: str) -> Iterator[re.Match[str]]:
         pos = match.end()
 
 
-def _english_figures(text: str) -> Iterator[Found]:
+def _english_figures(text: str, taken: _Spans | None = None) -> Iterator[Found]:
+    """English figures; with `taken`, the spans already read (a Chinese "2025年", "12%") are skipped
+    before any figure is built (figures_in would drop them anyway)."""
     length = len(text)
     for match in _english_matches(text):
         written = match.group(0).rstrip()  # the figure proper: the pattern's trailing spaces excluded
@@ -388,7 +390,9 @@ def _english_figures(text: str) -> Iterator[Found]:
         first = match.start("cur") if match.group("cur") else match.start("num")
         if _glued_to_word(text, first, end) or (end < length and text[end] in "十百千万亿"):
             continue
-        yield _english_match_figures(match, written.strip()), (match.start(), end)
+        span = (match.start(), end)
+        if taken is None or not taken.overlaps(span):
+            yield _english_match_figures(match, written.strip()), span
 
 
 def _glued_to_word(text: str, start: int, end: int | None = None) -> bool:
