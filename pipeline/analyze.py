@@ -10,7 +10,6 @@ article as what it is.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -34,12 +33,13 @@ from pipeline.schema import (
     ModelPart,
     Usage,
 )
-from pipeline.validate import Finding, check_part, errors, parse_answer
-from pipeline.validate.injection import check_injection
-from pipeline.validate.source import check_against_source, source_figure_texts
+from pipeline.validate import Finding, errors, parse_answer
+from pipeline.validate.source import source_figure_texts
+from pipeline.validate.workers import CheckContext, Checker, InlineChecker
 
-# Checks that need the source article (issue 3 plugs its checks in here).
-SourceCheck = Callable[[ModelPart, Article], list[Finding]]
+
+def check_context(book: PromptBook) -> CheckContext:
+    return CheckContext(book.glossary, book.system_prompt)
 
 
 @dataclass
@@ -77,18 +77,11 @@ class ArticleOutcome:
 
 
 class Analyzer:
-    def __init__(self, model: ChatModel, book: PromptBook, settings: Settings,
-                 source_checks: list[SourceCheck] | None = None) -> None:  # fmt: skip
+    def __init__(self, model: ChatModel, book: PromptBook, settings: Settings) -> None:
         self.model = model
         self.book = book
         self.settings = settings
-        self.source_checks: list[SourceCheck] = (
-            source_checks if source_checks is not None else [self._check_source]
-        )
-
-    def _check_source(self, part: ModelPart, article: Article) -> list[Finding]:
-        findings = check_against_source(part, article, self.book.glossary)
-        return findings + check_injection(part, article, self.book.system_prompt)
+        self.checker: Checker = InlineChecker(check_context(book))
 
     async def analyze(self, article: Article) -> ArticleOutcome:
         """The finished analysis, or the reason there is none; usage counts every attempt."""
@@ -112,7 +105,7 @@ class Analyzer:
             for result in results:  # both calls finish (and are paid for) before a failure counts
                 if isinstance(result, BaseException):
                     raise result
-            findings = self._check(article, talks)
+            findings = await self._check(article, talks)
             blocking = errors(findings)
             if not blocking:
                 return self._outcome(article, talks, findings)
@@ -159,16 +152,14 @@ class Analyzer:
         talk.length_retries += 1
         talk.max_tokens = min(ceiling, int(talk.max_tokens * 1.5))
 
-    def _check(self, article: Article, talks: dict[Lang, Conversation]) -> list[Finding]:
+    async def _check(self, article: Article, talks: dict[Lang, Conversation]) -> list[Finding]:
         findings: list[Finding] = []
         for talk in talks.values():
             findings += talk.parse_findings
         en, zh = talks["en"].answer, talks["zh"].answer
         if isinstance(en, EnglishAnswer) and isinstance(zh, ChineseAnswer):
             part = ModelPart(scores=en.scores, tags=en.tags, en=en.en, zh=zh.zh)
-            findings += check_part(part)
-            for check in self.source_checks:
-                findings += check(part, article)
+            findings += await self.checker.check(part, article)
         return findings
 
     def _reask(self, article: Article, talks: dict[Lang, Conversation], blocking: list[Finding],

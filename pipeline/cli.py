@@ -28,7 +28,8 @@ from pipeline.console import (
     show_recording_states,
 )
 from pipeline.dryrun import DryRun, dry_run
-from pipeline.emit.output import write_article, write_index
+from pipeline.emit.index import write_index
+from pipeline.emit.output import write_article
 from pipeline.emit.render import SiteInfo
 from pipeline.errors import ConfigError, InputError, LockedError, NewsdeskError
 from pipeline.evaluate import DEFAULT_REPORT_NAME, evaluate, load_eval_report, write_eval_report

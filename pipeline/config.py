@@ -46,6 +46,10 @@ class Settings(BaseModel):
     timeout_s: float = Field(120.0, gt=0, description="Read timeout of one request, in seconds.")
     connect_timeout_s: float = Field(10.0, gt=0)
     concurrency: int = Field(4, ge=1, le=256, description="Articles processed at once.")
+    check_processes: int | None = Field(
+        None, ge=1, le=64,
+        description="Processes that check answers; None = one per CPU for runs of 50 or more articles.",
+    )  # fmt: skip
     rpm: int | None = Field(None, ge=1, description="Client-side cap on requests per minute.")
     tpm: int | None = Field(None, ge=1, description="Client-side cap on tokens per minute.")
     prices: dict[str, Price] = Field(default_factory=dict, description="USD per million tokens, by model.")

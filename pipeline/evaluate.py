@@ -184,8 +184,8 @@ class _ObservingAnalyzer(Analyzer):
         super().__init__(model, book, settings)
         self.observed: dict[str, _Observed] = {}
 
-    def _check(self, article: Article, talks: dict[Lang, Conversation]) -> list[Finding]:
-        findings = super()._check(article, talks)
+    async def _check(self, article: Article, talks: dict[Lang, Conversation]) -> list[Finding]:
+        findings = await super()._check(article, talks)
         parsed = all(talk.answer is not None for talk in talks.values())
         self.observed[article.id] = _Observed(list(findings), parsed)
         return findings

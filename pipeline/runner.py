@@ -23,10 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pipeline.analyze import Analyzer, ArticleOutcome
+from pipeline.analyze import Analyzer, ArticleOutcome, check_context
 from pipeline.config import Settings
 from pipeline.cost import cost_usd
-from pipeline.emit.output import article_dir, read_analysis, write_article, write_index
+from pipeline.emit.index import IndexSpool, write_index
+from pipeline.emit.output import article_dir, read_analysis, write_article
 from pipeline.emit.render import SiteInfo
 from pipeline.errors import OutputError
 from pipeline.events import EventLog
@@ -39,6 +40,7 @@ from pipeline.prompts import PromptBook
 from pipeline.redact import Redactor
 from pipeline.report import ArticleEntry, RunReport
 from pipeline.schema import SCHEMA_VERSION, FindingOut
+from pipeline.validate.workers import check_processes, new_checker
 
 RunMode = Literal["live", "replay", "record", "batch"]
 
@@ -131,6 +133,7 @@ class Runner:
         self.journal = journal
         self.analyzer = Analyzer(model, book, settings)
         self.site = SiteInfo(settings.site_name, settings.site_name_zh, settings.site_url)
+        self._index: IndexSpool | None = None  # during a run: the entries of the articles it wrote
         self.limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
         self.halted: str | None = None
         self._overhead_tokens = estimate_tokens(book.messages(_PROBE, "en")[0]["content"]) + 400
@@ -166,7 +169,8 @@ class Runner:
                            prompt_version=self.book.version, budget_usd=self.settings.budget_usd,
                            started_at=datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
         inputs = list(discover(paths, exclude=options.out))
-        self.progress.start(_count(inputs))
+        total = _count(inputs)
+        self.progress.start(total)
         events.emit("run_started", run_id=run_id, mode=options.mode, model=self.settings.model,
                     prompt_version=self.book.version, inputs=len(inputs), shard=options.shard)  # fmt: skip
         budget = self._budget()
@@ -183,15 +187,20 @@ class Runner:
             self.progress.advance(entry)
             events.emit("article", **entry.model_dump(exclude={"findings", "outputs"}))
 
+        processes = check_processes(self.settings.check_processes, total)
+        self.analyzer.checker = new_checker(check_context(self.book), processes)
         try:
-            with spool_path.open("w", encoding="utf-8") as spool:
-                await self._process_all(self._load(inputs), options, budget, record, events)
-            self._finish(report, options, started, spool_path, events)
+            with IndexSpool(options.out, self.site) as self._index:
+                with spool_path.open("w", encoding="utf-8") as spool:
+                    await self._process_all(self._load(inputs), options, budget, record, events)
+                self._finish(report, options, started, spool_path, events, self._index)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             message = f"cannot write the run report in {options.out} ({reason}); finished articles are whole"
             raise OutputError(message) from None
         finally:
+            self._index = None
+            self.analyzer.checker.close()
             spool_path.unlink(missing_ok=True)
         if len(kept) == sum(report.counts.values()):
             report.articles = kept  # small runs keep their entries in memory for the caller too
@@ -199,9 +208,10 @@ class Runner:
         return report
 
     def _finish(
-        self, report: RunReport, options: RunOptions, started: float, spool: Path, events: EventLog
-    ) -> None:
-        write_index(options.out, self.site)
+        self, report: RunReport, options: RunOptions, started: float, spool: Path, events: EventLog,
+        index: IndexSpool,
+    ) -> None:  # fmt: skip
+        write_index(options.out, self.site, index)
         report.halted = self.halted
         report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         report.duration_s = round(time.monotonic() - started, 3)
@@ -339,7 +349,10 @@ class Runner:
         entry = self._entry(article, outcome)
         if outcome.analysis is not None:
             try:
-                entry.outputs = write_article(out, outcome.analysis, self.site)
+                # in a worker thread: while this article is rendered and fsynced, the loop goes on
+                entry.outputs = await asyncio.to_thread(
+                    write_article, out, outcome.analysis, self.site, self._index
+                )
             except OSError as exc:
                 entry.status, entry.error = "failed", f"cannot write to {out}: {exc.strerror or exc}"
                 entry.fatal = True

@@ -22,7 +22,8 @@ from pipeline import runner as runner_module
 from pipeline.config import DEFAULT_DISCLAIMER_EN, DEFAULT_DISCLAIMER_ZH, Settings
 from pipeline.console import PlainProgress
 from pipeline.emit.feed import render_atom_feed
-from pipeline.emit.output import ARTICLE_FILES, iter_analyses, write_index
+from pipeline.emit.index import write_index
+from pipeline.emit.output import ARTICLE_FILES, iter_analyses
 from pipeline.emit.render import (
     SiteInfo,
     md_escape,

@@ -81,7 +81,7 @@ def feed_order(items: Iterable[T], item_of: Callable[[T], FeedItem]) -> list[T]:
     return [item for _, item in sorted(by_id, key=lambda pair: pair[0].sort_key, reverse=True)]
 
 
-def _base(base_url: str | None) -> str | None:
+def feed_base(base_url: str | None) -> str | None:
     """`base_url` as a folder URL ending in '/', or None; anything but http(s) is refused."""
     if base_url is None:
         return None
@@ -162,26 +162,26 @@ def render_atom_feed(analyses: Iterable[Analysis], site: SiteInfo, base_url: str
 
     Raises ValueError when `base_url` is not an absolute http(s) URL.
     """
+    base = feed_base(base_url)
     ordered = feed_order(analyses, feed_item)
     updated = max((feed_item(a).updated for a in ordered), default=EPOCH)
-    return "".join(atom_feed_chunks(ordered, updated, site, base_url))
+    return "".join(atom_feed_chunks((feed_entry_xml(a, site, base) for a in ordered), updated, site, base))
+
+
+def feed_entry_xml(analysis: Analysis, site: SiteInfo, base: str | None) -> str:
+    """One article's <entry> element, indented for the feed; `base` comes from feed_base."""
+    element = _entry(analysis, feed_item(analysis), site, base)
+    ET.indent(element, space="  ", level=1)
+    return f"  {ET.tostring(element, encoding='unicode').strip()}\n"
 
 
 def atom_feed_chunks(
-    newest_first: Iterable[Analysis], updated: datetime, site: SiteInfo, base_url: str | None = None
+    entries: Iterable[str], updated: datetime, site: SiteInfo, base: str | None
 ) -> Iterator[str]:
-    """The feed piece by piece, reading `newest_first` one analysis at a time (for big folders).
+    """The feed piece by piece around `entries` (from feed_entry_xml), taken one at a time.
 
-    `updated` is the feed's own date: the latest of its entries'. Raises ValueError at once when
-    `base_url` is not an absolute http(s) URL.
+    `updated` is the feed's own date: the latest of its entries'.
     """
-    base = _base(base_url)
-    return _feed_pieces(newest_first, updated, site, base)
-
-
-def _feed_pieces(
-    newest_first: Iterable[Analysis], updated: datetime, site: SiteInfo, base: str | None
-) -> Iterator[str]:
     feed = ET.Element("feed", {**_NS_DECLS, _XML_LANG: "en"})
     _el(feed, "id", base or FEED_ID)
     _el(feed, "title", f"{site.name} | {site.name_zh}", type="text")
@@ -194,8 +194,5 @@ def _feed_pieces(
     _el(feed, "newsdesk:generation", **{"ai-generated": "true"})
     ET.indent(feed)
     yield XML_DECLARATION + ET.tostring(feed, encoding="unicode").removesuffix("</feed>").rstrip() + "\n"
-    for analysis in newest_first:
-        element = _entry(analysis, feed_item(analysis), site, base)
-        ET.indent(element, space="  ", level=1)
-        yield f"  {ET.tostring(element, encoding='unicode').strip()}\n"
+    yield from entries
     yield "</feed>\n"

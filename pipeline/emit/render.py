@@ -122,17 +122,22 @@ def render_index_html(analyses: Iterable[Analysis], site: SiteInfo | None = None
     """The index page of `analyses`, newest first (ties keep their order)."""
     items = list(analyses)
     newest_first = sorted(items, key=index_instant, reverse=True)
-    return "".join(index_html_chunks(newest_first, index_head(items), site))
+    return "".join(index_html_chunks((index_entry_html(a) for a in newest_first), index_head(items), site))
+
+
+def index_entry_html(analysis: Analysis) -> Markup:
+    """One article's entry on the index page (its untrusted text escaped)."""
+    return Markup(_env().get_template("index_entry.html.j2").render(e=_index_entry(analysis)))
 
 
 def index_html_chunks(
-    newest_first: Iterable[Analysis], head: IndexHead, site: SiteInfo | None = None
+    entries: Iterable[Markup], head: IndexHead, site: SiteInfo | None = None
 ) -> Iterator[str]:
-    """The index page piece by piece, reading `newest_first` one analysis at a time (for big folders)."""
+    """The index page piece by piece around `entries` (from index_entry_html), taken one at a time."""
     site = site or SiteInfo()
     disclaimer = head.disclaimer
     return _env().get_template("index.html.j2").generate(
-        entries=(_index_entry(a) for a in newest_first), count=head.count, all_tags=head.tags, css=_css(),
+        entries=entries, count=head.count, all_tags=head.tags, css=_css(),
         site_name=site.name, site_name_zh=site.name_zh,
         disclaimer_en=disclaimer.en if disclaimer else "", disclaimer_zh=disclaimer.zh if disclaimer else "",
     )  # fmt: skip

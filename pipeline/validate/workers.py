@@ -1,0 +1,144 @@
+"""Where an answer's checks run: in the runner's own process, or in worker processes on every core.
+
+The checks are pure functions of the answer, the article, the glossary and the system prompt, and
+they are most of an article's local work (the figures above all). A big run sends them to worker
+processes so that they use every core while the runner's event loop goes on with the model calls
+and the files. The workers start from a fresh forkserver (never a fork of the runner, which has
+threads), ignore Ctrl-C (the runner handles it), and get the glossary and system prompt once. When
+a worker dies (killed, out of memory), the remaining checks run in the runner's process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipeline.ingest.article import Article
+from pipeline.prompts import Glossary
+from pipeline.schema import ModelPart
+from pipeline.validate.findings import Finding
+from pipeline.validate.injection import check_injection
+from pipeline.validate.rules import check_part
+from pipeline.validate.source import check_against_source
+
+POOL_MIN_ARTICLES = 50  # below this, starting workers costs more than it saves
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What the checks need besides the answer and the article."""
+
+    glossary: Glossary
+    system_prompt: str
+
+
+def run_checks(part: ModelPart, article: Article, context: CheckContext) -> list[Finding]:
+    """Every check of a parsed answer pair: structure and language, the source, injection."""
+    findings = check_part(part)
+    findings += check_against_source(part, article, context.glossary)
+    findings += check_injection(part, article, context.system_prompt)
+    return findings
+
+
+class Checker(Protocol):
+    async def check(self, part: ModelPart, article: Article) -> list[Finding]: ...
+
+    def close(self) -> None: ...
+
+
+class InlineChecker:
+    """The checks in the calling process (small runs, tests, the validate command)."""
+
+    def __init__(self, context: CheckContext) -> None:
+        self.context = context
+
+    async def check(self, part: ModelPart, article: Article) -> list[Finding]:
+        return run_checks(part, article, self.context)
+
+    def close(self) -> None:
+        pass
+
+
+class PooledChecker:
+    """The checks in `processes` worker processes. While the workers start (most of a second),
+    answers are checked in the runner's process, which would otherwise wait."""
+
+    def __init__(self, context: CheckContext, processes: int) -> None:
+        self._inline = InlineChecker(context)
+        self._pool = ProcessPoolExecutor(
+            processes, mp_context=_worker_start(), initializer=_start_worker, initargs=(context,)
+        )
+        self._started = self._pool.submit(_ready)
+        self.broken = False
+        self.checked_in_workers = 0
+
+    def wait_until_started(self, timeout: float = 60.0) -> None:
+        self._started.result(timeout)
+
+    async def check(self, part: ModelPart, article: Article) -> list[Finding]:
+        if not self.broken and self._started.done():
+            loop = asyncio.get_running_loop()
+            try:
+                findings = await loop.run_in_executor(self._pool, _check_in_worker, part, article)
+            except BrokenProcessPool:
+                self.broken = True  # a worker died: the rest of the run checks here
+            else:
+                self.checked_in_workers += 1
+                return findings
+        return await self._inline.check(part, article)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def check_processes(setting: int | None, articles: int) -> int:
+    """How many processes check answers: the setting, else one per usable CPU for big runs."""
+    if setting is not None:
+        return setting
+    return usable_cpus() if articles >= POOL_MIN_ARTICLES else 1
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def new_checker(context: CheckContext, processes: int) -> Checker:
+    return PooledChecker(context, processes) if processes > 1 else InlineChecker(context)
+
+
+def _worker_start() -> multiprocessing.context.BaseContext:
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # Workers fork from a server that has imported the checks and cn2an's tables once, instead of
+    # each importing them (seconds of CPU). "__main__" is the standard library's default preload.
+    context.set_forkserver_preload(["__main__", __name__, "cn2an"])
+    return context
+
+
+_context: CheckContext | None = None
+
+
+def _start_worker(context: CheckContext) -> None:
+    global _context
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _context = context
+
+
+def _ready() -> bool:
+    return _context is not None
+
+
+def _check_in_worker(part: ModelPart, article: Article) -> list[Finding]:
+    if _context is None:
+        raise RuntimeError("a check worker was used before it was started")
+    return run_checks(part, article, _context)

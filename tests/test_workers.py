@@ -1,0 +1,179 @@
+"""Big runs: answers checked in worker processes, and the index built from entries rendered as
+articles were written. Both must give exactly what the plain path gives."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import runpy
+import signal
+from pathlib import Path
+
+import pytest
+
+from pipeline import runner as runner_module
+from pipeline.config import Settings
+from pipeline.console import PlainProgress
+from pipeline.emit import index as index_module
+from pipeline.emit.index import IndexSpool, write_index
+from pipeline.emit.output import iter_analyses
+from pipeline.emit.render import SiteInfo, render_index_html
+from pipeline.ingest.article import Article
+from pipeline.model.replay import ReplayModel
+from pipeline.prompts import PromptBook
+from pipeline.report import RunReport
+from pipeline.runner import Runner, RunOptions
+from pipeline.schema import Analysis, ModelPart
+from pipeline.validate.workers import (
+    POOL_MIN_ARTICLES,
+    CheckContext,
+    PooledChecker,
+    check_processes,
+    run_checks,
+    usable_cpus,
+)
+from tests.conftest import ARTICLES, RECORDINGS
+
+
+def replay(out: Path, settings: Settings) -> RunReport:
+    runner = Runner(settings, ReplayModel(RECORDINGS), PromptBook(settings), PlainProgress(io.StringIO()))
+    return asyncio.run(runner.run([ARTICLES], RunOptions(out=out, mode="replay")))
+
+
+def comparable(out: Path) -> dict[str, object]:
+    """Each article's analysis without its generation time, and the report's findings by article."""
+    analyses = {}
+    for analysis in iter_analyses(out):
+        data = analysis.model_dump()
+        data["generation"].pop("created_at")
+        analyses[analysis.article.id] = data
+    report = json.loads((out / "run-report.json").read_text(encoding="utf-8"))
+    findings = {entry["id"]: entry["findings"] for entry in report["articles"]}
+    return {"analyses": analyses, "findings": findings, "counts": report["counts"]}
+
+
+def part_of(analysis: Analysis) -> ModelPart:
+    return ModelPart(scores=analysis.scores, tags=analysis.tags, en=analysis.en, zh=analysis.zh)
+
+
+@pytest.fixture(scope="module")
+def inline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("inline")
+    replay(out, Settings(check_processes=1))
+    return out
+
+
+def test_workers_check_exactly_as_the_runner_does(
+    inline_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[PooledChecker] = []
+
+    def started_checker(context: CheckContext, processes: int) -> PooledChecker:
+        checker = PooledChecker(context, processes)
+        checker.wait_until_started()  # else a short run checks everything while the workers start
+        started.append(checker)
+        return checker
+
+    monkeypatch.setattr(runner_module, "new_checker", started_checker)
+    report = replay(tmp_path, Settings(check_processes=2))
+    assert report.counts["ok"] == 13
+    assert started[0].checked_in_workers == 13 and not started[0].broken
+    assert comparable(tmp_path) == comparable(inline_run)
+    assert any(comparable(inline_run)["findings"].values()), "the fixtures do produce some findings"
+
+
+def test_a_dead_worker_sends_the_remaining_checks_to_the_runner(
+    inline_run: Path, fixture_articles: list[Article]
+) -> None:
+    book = PromptBook(Settings())
+    context = CheckContext(book.glossary, book.system_prompt)
+    articles = {a.id: a for a in fixture_articles}
+    pairs: list[tuple[ModelPart, Article]] = [
+        (part_of(analysis), articles[analysis.article.id]) for analysis in iter_analyses(inline_run)
+    ][:3]
+    checker = PooledChecker(context, 2)
+    try:
+
+        async def check_all() -> list[list[object]]:
+            return [await checker.check(part, article) for part, article in pairs]
+
+        checker.wait_until_started()
+        first = asyncio.run(check_all())
+        processes = list(checker._pool._processes.values())
+        assert processes, "the workers started"
+        for process in processes:
+            assert process.pid is not None
+            os.kill(process.pid, signal.SIGKILL)
+        for process in processes:
+            process.join(timeout=10)
+        again = asyncio.run(check_all())
+    finally:
+        checker.close()
+    assert checker.broken, "the pool is known to be broken"
+    assert checker.checked_in_workers == len(pairs), "the first round was checked by the workers"
+    expected = [run_checks(part, article, context) for part, article in pairs]
+    assert first == expected and again == expected
+
+
+def test_workers_start_for_big_runs_only() -> None:
+    assert check_processes(None, POOL_MIN_ARTICLES - 1) == 1
+    assert check_processes(None, POOL_MIN_ARTICLES) == usable_cpus()
+    assert check_processes(3, 1) == 3, "an explicit setting always wins"
+
+
+# --- the index from spooled entries ---------------------------------------------------------------
+
+
+def counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    reads: list[Path] = []
+    real = index_module.read_analysis
+
+    def read(path: Path) -> Analysis | None:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(index_module, "read_analysis", read)
+    return reads
+
+
+def test_the_index_of_a_run_reuses_the_entries_rendered_when_articles_were_written(
+    inline_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = counting_reads(monkeypatch)
+    replay(tmp_path, Settings(check_processes=1))
+    assert reads == [], "no analysis written by the run is read again for the index"
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert page == render_index_html(list(iter_analyses(tmp_path)), SiteInfo())
+
+
+def test_an_analysis_changed_after_its_entries_were_rendered_is_read_again(
+    inline_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    analyses = list(iter_analyses(inline_run))
+    site = SiteInfo()
+    with IndexSpool(tmp_path, site) as spool:
+        for analysis in analyses:
+            path = tmp_path / "articles" / analysis.article.id / "analysis.json"
+            path.parent.mkdir(parents=True)
+            path.write_text(analysis.model_dump_json(), encoding="utf-8")
+            spool.add(path, analysis)
+        edited = analyses[0].model_copy(
+            update={"en": analyses[0].en.model_copy(update={"title": "A new title"})}
+        )
+        changed = tmp_path / "articles" / edited.article.id / "analysis.json"
+        changed.write_text(edited.model_dump_json() + "\n", encoding="utf-8")
+        reads = counting_reads(monkeypatch)
+        write_index(tmp_path, site, spool)
+    assert reads == [changed]
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "A new title" in page and analyses[0].en.title not in page
+
+
+def test_worker_processes_importing_the_entry_point_do_not_run_the_cli(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The forkserver imports the main module (``python -m pipeline``) as __mp_main__: it must not run."""
+    runpy.run_module("pipeline.__main__", run_name="__mp_main__")
+    assert capsys.readouterr() == ("", "")
