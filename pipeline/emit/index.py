@@ -1,65 +1,57 @@
 """The index page and the Atom feed of the output folder, rebuilt (atomically) at the end of a run.
 
 Memory stays flat in the number of articles: each article's two entries (its block on the index
-page and its feed entry) are rendered once and spooled to a temporary file, memory keeps only its
-dates and the entries' offsets, and the pages are streamed from the spool in their order. A run
-renders the entries of the articles it writes as it writes them (see ``write_article``); at the end
-only the analyses it did not write are read.
+page and its feed entry) are rendered once and kept, with the dates that order them, in a
+private temporary SQLite database (on disk, deleted when closed); the pages are streamed from it
+in their order, and SQLite sorts on disk when it must. A run renders the entries of the articles
+it writes as it writes them (see ``write_article``); at the end only the analyses it did not write
+are read.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import sqlite3
 import threading
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 from markupsafe import Markup
 
-from pipeline.emit.feed import (
-    EPOCH,
-    FeedItem,
-    atom_feed_chunks,
-    feed_base,
-    feed_entry_xml,
-    feed_item,
-    feed_order,
-)
+from pipeline.emit.feed import EPOCH, atom_feed_chunks, feed_base, feed_entry_xml, feed_item
 from pipeline.emit.output import read_analysis
 from pipeline.emit.render import IndexHead, SiteInfo, index_entry_html, index_html_chunks, index_instant
 from pipeline.emit.write import atomic_write_chunks
 from pipeline.schema import Analysis, Disclaimer
 
-Stamp = tuple[int, int]  # a file's (mtime_ns, size): whether it changed since its entries were rendered
-
-
-@dataclass(frozen=True)
-class _Listed:
-    """What memory keeps of one article: its place, its tags, where its entries lie in the spool."""
-
-    stamp: Stamp
-    when: datetime  # the index page's order
-    feed: FeedItem
-    tags: tuple[str, ...]
-    disclaimer: Disclaimer  # shared among the articles that have the same one
-    index_entry: tuple[int, int]  # (offset, length) in the spool
-    feed_entry: tuple[int, int]
+_SCHEMA = """
+CREATE TABLE entry (
+    path TEXT PRIMARY KEY,      -- the analysis.json the entries were rendered from
+    folder TEXT,                -- its folder's name: the order of ties
+    seen INTEGER,               -- found in the folder by the latest catalogue
+    mtime_ns INTEGER, size INTEGER,  -- its stamp then: a changed file is read again
+    page_order REAL,            -- published, else generated (the index page, newest first)
+    article_id TEXT,
+    feed_order REAL,            -- the same for the feed
+    updated REAL,               -- the latest of the dates: which of one article's entries the feed keeps
+    tags TEXT,                  -- the English tag labels, one per line
+    disclaimer_en TEXT, disclaimer_zh TEXT,
+    index_entry TEXT, feed_entry TEXT
+);
+"""
 
 
 class IndexSpool:
-    """Rendered entries on disk, by analysis.json path. Safe to add to from several threads."""
+    """Rendered entries by analysis.json path, on disk. Safe to add to from several threads."""
 
     def __init__(self, out: Path, site: SiteInfo) -> None:
-        out.mkdir(parents=True, exist_ok=True)
         self.site = site
         self._base = feed_base(site.url)
-        self._file = tempfile.TemporaryFile(dir=out)  # noqa: SIM115 -- closed by close(); unnamed on Linux
+        self._db = sqlite3.connect("", check_same_thread=False)  # "": private, on disk, gone when closed
+        self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;" + _SCHEMA)
         self._lock = threading.Lock()
-        self._listed: dict[Path, _Listed] = {}
-        self._disclaimers: dict[tuple[str, str], Disclaimer] = {}
 
     def __enter__(self) -> IndexSpool:
         return self
@@ -70,44 +62,92 @@ class IndexSpool:
         self.close()
 
     def close(self) -> None:
-        self._file.close()
+        self._db.close()
 
-    def add(self, path: Path, analysis: Analysis) -> _Listed:
+    def add(self, path: Path, analysis: Analysis) -> None:
         """Render the entries of `analysis`, read from or written to `path`."""
-        index_entry = index_entry_html(analysis)
+        index_entry = str(index_entry_html(analysis))
         feed_entry = feed_entry_xml(analysis, self.site, self._base)
-        tags = tuple(t.en for t in analysis.tags)
+        placed = feed_item(analysis)
+        row = (
+            str(path), path.parent.name, 1, *_stamp(path), _seconds(index_instant(analysis)),
+            placed.article_id, _seconds(placed.sort_key), _seconds(placed.updated),
+            "\n".join(t.en for t in analysis.tags),
+            analysis.disclaimer.en, analysis.disclaimer.zh, index_entry, feed_entry,
+        )  # fmt: skip
         with self._lock:
-            key = (analysis.disclaimer.en, analysis.disclaimer.zh)
-            disclaimer = self._disclaimers.setdefault(key, analysis.disclaimer)
-            listed = _Listed(_stamp(path), index_instant(analysis), feed_item(analysis), tags, disclaimer,
-                             self._put(index_entry), self._put(feed_entry))  # fmt: skip
-            self._listed[path] = listed
-        return listed
+            self._db.execute(
+                "INSERT OR REPLACE INTO entry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row
+            )
 
-    def current(self, path: Path) -> _Listed | None:
-        """The entries rendered for `path`, if the file has not changed since."""
-        listed = self._listed.get(path)
-        return listed if listed is not None and listed.stamp == _stamp(path) else None
-
-    def get(self, where: tuple[int, int]) -> str:
+    def start_catalogue(self) -> None:
         with self._lock:
-            self._file.seek(where[0])
-            return self._file.read(where[1]).decode("utf-8")
+            self._db.execute("UPDATE entry SET seen = 0")
 
-    def _put(self, text: str) -> tuple[int, int]:
-        data = text.encode("utf-8")
-        offset = self._file.seek(0, os.SEEK_END)
-        self._file.write(data)
-        return offset, len(data)
+    def still_current(self, path: Path) -> bool:
+        """Whether entries were rendered for `path` and the file has not changed since (it is then
+        marked as seen by the catalogue)."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT mtime_ns, size FROM entry WHERE path = ?", (str(path),)
+            ).fetchone()
+            current = found is not None and tuple(found) == _stamp(path)
+            if current:
+                self._db.execute("UPDATE entry SET seen = 1 WHERE path = ?", (str(path),))
+        return current
+
+    def end_catalogue(self) -> None:
+        """Drop the entries of files the catalogue did not find (removed, or no longer readable)."""
+        with self._lock:
+            self._db.execute("DELETE FROM entry WHERE seen = 0")
+
+    def head(self) -> IndexHead:
+        with self._lock:
+            count = self._db.execute("SELECT count(*) FROM entry").fetchone()[0]
+            tags: set[str] = set()
+            for (lines,) in self._db.execute("SELECT DISTINCT tags FROM entry"):
+                tags.update(t for t in lines.split("\n") if t)
+            first = self._db.execute("SELECT disclaimer_en, disclaimer_zh FROM entry ORDER BY folder LIMIT 1")
+            row = first.fetchone()
+        disclaimer = Disclaimer(en=row[0], zh=row[1]) if row else None
+        return IndexHead(count, sorted(tags), disclaimer)
+
+    def newest_updated(self) -> datetime:
+        with self._lock:
+            (latest,) = self._db.execute("SELECT max(updated) FROM entry").fetchone()
+        return EPOCH if latest is None else datetime.fromtimestamp(latest, UTC)
+
+    def page_entries(self) -> Iterator[str]:
+        """Index entries, newest first; ties in folder order."""
+        yield from self._column("SELECT index_entry FROM entry ORDER BY page_order DESC, folder")
+
+    def feed_entries(self) -> Iterator[str]:
+        """Feed entries, one per article id (its latest generation), newest first, ties by id."""
+        yield from self._column(
+            "SELECT feed_entry FROM (SELECT feed_entry, feed_order, article_id, row_number() OVER ("
+            "  PARTITION BY article_id ORDER BY updated DESC, folder DESC) AS rank FROM entry)"
+            " WHERE rank = 1 ORDER BY feed_order DESC, article_id"
+        )
+
+    def _column(self, query: str) -> Iterator[str]:
+        cursor = self._db.cursor()  # rows are fetched as the page is written, not all at once
+        try:
+            for (value,) in cursor.execute(query):
+                yield value
+        finally:
+            cursor.close()
 
 
-def _stamp(path: Path) -> Stamp:
+def _stamp(path: Path) -> tuple[int, int]:
     try:
         info = path.stat()
     except OSError:
         return (-1, -1)
     return info.st_mtime_ns, info.st_size
+
+
+def _seconds(moment: datetime) -> float:
+    return (moment - EPOCH).total_seconds()
 
 
 def write_index(out: Path, site: SiteInfo, spool: IndexSpool | None = None) -> Path:
@@ -118,29 +158,35 @@ def write_index(out: Path, site: SiteInfo, spool: IndexSpool | None = None) -> P
     if spool is None:
         with IndexSpool(out, site) as fresh:
             return write_index(out, site, fresh)
-    listed = _catalogue(out, spool)
-    tags = sorted({tag for item in listed for tag in item.tags})
-    head = IndexHead(len(listed), tags, listed[0].disclaimer if listed else None)
-    by_date = sorted(listed, key=lambda item: item.when, reverse=True)  # ties: by folder
+    _catalogue(out, spool)
     path = out / "index.html"
-    entries = (Markup(spool.get(item.index_entry)) for item in by_date)  # rendered by us: escaped
-    atomic_write_chunks(path, index_html_chunks(entries, head, site))
-    in_feed = feed_order(listed, lambda item: item.feed)
-    updated = max((item.feed.updated for item in in_feed), default=EPOCH)
-    feed = (spool.get(item.feed_entry) for item in in_feed)
-    atomic_write_chunks(out / "feed.xml", atom_feed_chunks(feed, updated, site, feed_base(site.url)))
+    entries = (Markup(entry) for entry in spool.page_entries())  # rendered by us: escaped
+    atomic_write_chunks(path, index_html_chunks(entries, spool.head(), site))
+    feed = atom_feed_chunks(spool.feed_entries(), spool.newest_updated(), site, feed_base(site.url))
+    atomic_write_chunks(out / "feed.xml", feed)
     return path
 
 
-def _catalogue(out: Path, spool: IndexSpool) -> list[_Listed]:
-    """Every readable analysis in the folder, in folder order; only those not in `spool` are read."""
-    listed: list[_Listed] = []
-    for path in sorted((out / "articles").glob("*/analysis.json")):
-        known = spool.current(path)
-        if known is None:
+def _catalogue(out: Path, spool: IndexSpool) -> None:
+    """Bring `spool` up to date with the folder (every ``articles/*/analysis.json``, as a glob
+    finds them, listed as they come): read the analyses it lacks or that changed, and drop the
+    entries of files that are gone or no longer readable."""
+    spool.start_catalogue()
+    for path in _analysis_files(out / "articles"):
+        if not spool.still_current(path):
             analysis = read_analysis(path)
-            if analysis is None:
-                continue
-            known = spool.add(path, analysis)
-        listed.append(known)
-    return listed
+            if analysis is not None:
+                spool.add(path, analysis)
+    spool.end_catalogue()
+
+
+def _analysis_files(articles: Path) -> Iterator[Path]:
+    try:
+        folders = os.scandir(articles)
+    except OSError:  # no articles yet
+        return
+    with folders:
+        for folder in folders:
+            path = Path(folder.path) / "analysis.json"
+            if not folder.name.startswith(".") and folder.is_dir() and path.is_file():
+                yield path
