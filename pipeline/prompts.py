@@ -119,7 +119,12 @@ _ASCII_WORD = re.compile(r"[a-z0-9]+")
 def _fields(record: Article | Term) -> dict[str, Any]:
     """A dataclass as a plain dict for the templates: `{{ article.title }}` reads the same, and the
     sandbox looks up dict items without its per-attribute safety checks (most of a render's time)."""
-    return {item.name: getattr(record, item.name) for item in dataclasses.fields(record)}
+    names = _ARTICLE_FIELDS if isinstance(record, Article) else _TERM_FIELDS
+    return {name: getattr(record, name) for name in names}
+
+
+_ARTICLE_FIELDS = tuple(item.name for item in dataclasses.fields(Article))
+_TERM_FIELDS = tuple(item.name for item in dataclasses.fields(Term))
 
 
 def mentions(text: str, lowered: str, name: str) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from pipeline.ingest.article import Article
 from pipeline.prompts import Glossary, mentions
@@ -47,7 +48,11 @@ class Source:
         self.figures = figures_in(self.text, liberal=True)
         self.index = FigureIndex(self.figures)
         self.periods = [f for f in self.figures if f.kind == "period"]
-        self._tokens = set(re.findall(r"[a-z0-9]+", self.lowered.replace(".", "")))
+
+    @cached_property
+    def _tokens(self) -> set[str]:
+        """The source's words, for names written a little differently (needed for few articles)."""
+        return set(re.findall(r"[a-z0-9]+", self.lowered.replace(".", "")))
 
     def has(self, figure: Figure) -> bool:
         return self.index.has(figure)
