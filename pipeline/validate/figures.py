@@ -192,8 +192,19 @@ class FigureIndex:
         self.figures = sorted(figures, key=lambda f: f.value)
         self._values = [f.value for f in self.figures]
         self._quantities = [f for f in self.figures if f.kind == "quantity" and f.factor != 1.0]
+        # An answer repeats its figures (title, summary, TL;DR, key data, FAQ): about six uses each.
+        self._known: dict[tuple[str, float, str | None, float, float], bool] = {}
 
     def has(self, figure: Figure) -> bool:
+        """Whether a figure here matches `figure` (which depends on its kind, value, unit,
+        tolerance and unit factor only: not on how it is written)."""
+        key = (figure.kind, figure.value, figure.unit, figure.tolerance, figure.factor)
+        found = self._known.get(key)
+        if found is None:
+            found = self._known[key] = self._has(figure)
+        return found
+
+    def _has(self, figure: Figure) -> bool:
         # a known figure's tolerance is at most 5% of its value, so it lies within 6% of this one;
         # a year, quarter, month or period matches only its exact value
         exact = figure.kind in _EXACT_KINDS
