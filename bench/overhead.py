@@ -65,7 +65,7 @@ from pipeline.console import PlainProgress
 from pipeline.model.replay import ReplayModel
 from pipeline.prompts import PromptBook
 from pipeline.runner import Runner, RunOptions
-from pipeline.validate.workers import check_processes
+from pipeline.workers import check_processes
 {SAMPLER}
 work = Path({tempfile.mkdtemp(prefix="newsdesk-bench-")!r})
 write_corpus(work / "in", {count}, work / "rec")

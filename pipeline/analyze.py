@@ -35,7 +35,7 @@ from pipeline.schema import (
 )
 from pipeline.validate import Finding, errors, parse_answer
 from pipeline.validate.source import source_figure_texts
-from pipeline.validate.workers import CheckContext, Checker, InlineChecker
+from pipeline.workers import CheckContext, InlineWorkers, Workers
 
 
 def check_context(book: PromptBook) -> CheckContext:
@@ -81,7 +81,7 @@ class Analyzer:
         self.model = model
         self.book = book
         self.settings = settings
-        self.checker: Checker = InlineChecker(check_context(book))
+        self.workers: Workers = InlineWorkers(check_context(book))
 
     async def analyze(self, article: Article) -> ArticleOutcome:
         """The finished analysis, or the reason there is none; usage counts every attempt."""
@@ -159,7 +159,7 @@ class Analyzer:
         en, zh = talks["en"].answer, talks["zh"].answer
         if isinstance(en, EnglishAnswer) and isinstance(zh, ChineseAnswer):
             part = ModelPart(scores=en.scores, tags=en.tags, en=en.en, zh=zh.zh)
-            findings += await self.checker.check(part, article)
+            findings += await self.workers.check(part, article)
         return findings
 
     def _reask(self, article: Article, talks: dict[Lang, Conversation], blocking: list[Finding],

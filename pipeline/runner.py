@@ -27,7 +27,7 @@ from pipeline.analyze import Analyzer, ArticleOutcome, check_context
 from pipeline.config import Settings
 from pipeline.cost import cost_usd
 from pipeline.emit.index import IndexSpool, write_index
-from pipeline.emit.output import article_dir, read_analysis, write_article
+from pipeline.emit.output import article_dir, read_analysis, write_rendered
 from pipeline.emit.render import SiteInfo
 from pipeline.errors import OutputError
 from pipeline.events import EventLog
@@ -40,7 +40,7 @@ from pipeline.prompts import PromptBook
 from pipeline.redact import Redactor
 from pipeline.report import ArticleEntry, RunReport
 from pipeline.schema import SCHEMA_VERSION, FindingOut
-from pipeline.validate.workers import check_processes, new_checker
+from pipeline.workers import check_processes, new_workers
 
 RunMode = Literal["live", "replay", "record", "batch"]
 
@@ -188,7 +188,7 @@ class Runner:
             events.emit("article", **entry.model_dump(exclude={"findings", "outputs"}))
 
         processes = check_processes(self.settings.check_processes, total)
-        self.analyzer.checker = new_checker(check_context(self.book), processes)
+        self.analyzer.workers = new_workers(check_context(self.book), processes)
         try:
             with IndexSpool(options.out, self.site) as self._index:
                 with spool_path.open("w", encoding="utf-8") as spool:
@@ -200,7 +200,7 @@ class Runner:
             raise OutputError(message) from None
         finally:
             self._index = None
-            self.analyzer.checker.close()
+            self.analyzer.workers.close()
             spool_path.unlink(missing_ok=True)
         if len(kept) == sum(report.counts.values()):
             report.articles = kept  # small runs keep their entries in memory for the caller too
@@ -350,9 +350,12 @@ class Runner:
         if outcome.analysis is not None:
             try:
                 # in a worker thread: while this article is rendered and fsynced, the loop goes on
-                entry.outputs = await asyncio.to_thread(
-                    write_article, out, outcome.analysis, self.site, self._index
-                )
+                rendered = await self.analyzer.workers.render(outcome.analysis, self.site)
+                # written in a thread: while this article is fsynced, the event loop goes on
+                entry.outputs = await asyncio.to_thread(write_rendered, out, rendered)
+                if self._index is not None:
+                    entries = rendered.index_entry, rendered.feed_entry
+                    self._index.add(Path(entry.outputs[-1]), outcome.analysis, entries)
             except OSError as exc:
                 entry.status, entry.error = "failed", f"cannot write to {out}: {exc.strerror or exc}"
                 entry.fatal = True

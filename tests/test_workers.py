@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import runpy
 import signal
 from pathlib import Path
@@ -26,10 +27,10 @@ from pipeline.prompts import PromptBook
 from pipeline.report import RunReport
 from pipeline.runner import Runner, RunOptions
 from pipeline.schema import Analysis, ModelPart
-from pipeline.validate.workers import (
+from pipeline.workers import (
     POOL_MIN_ARTICLES,
     CheckContext,
-    PooledChecker,
+    PooledWorkers,
     check_processes,
     run_checks,
     usable_cpus,
@@ -43,15 +44,19 @@ def replay(out: Path, settings: Settings) -> RunReport:
 
 
 def comparable(out: Path) -> dict[str, object]:
-    """Each article's analysis without its generation time, and the report's findings by article."""
-    analyses = {}
+    """Every written file with the generation time masked, and the report's findings by article."""
+    files = {}
     for analysis in iter_analyses(out):
-        data = analysis.model_dump()
-        data["generation"].pop("created_at")
-        analyses[analysis.article.id] = data
+        folder = out / "articles" / analysis.article.id
+        for path in sorted(folder.iterdir()):
+            text = path.read_text(encoding="utf-8")
+            files[f"{folder.name}/{path.name}"] = text.replace(analysis.generation.created_at, "<created>")
+    for page in ("index.html", "feed.xml"):
+        text = (out / page).read_text(encoding="utf-8")
+        files[page] = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[^\s\"<]*", "<time>", text)
     report = json.loads((out / "run-report.json").read_text(encoding="utf-8"))
     findings = {entry["id"]: entry["findings"] for entry in report["articles"]}
-    return {"analyses": analyses, "findings": findings, "counts": report["counts"]}
+    return {"files": files, "findings": findings, "counts": report["counts"]}
 
 
 def part_of(analysis: Analysis) -> ModelPart:
@@ -68,15 +73,15 @@ def inline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_workers_check_exactly_as_the_runner_does(
     inline_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started: list[PooledChecker] = []
+    started: list[PooledWorkers] = []
 
-    def started_checker(context: CheckContext, processes: int) -> PooledChecker:
-        checker = PooledChecker(context, processes)
-        checker.wait_until_started()  # else a short run checks everything while the workers start
-        started.append(checker)
-        return checker
+    def started_workers(context: CheckContext, processes: int) -> PooledWorkers:
+        workers = PooledWorkers(context, processes)
+        workers.wait_until_started()  # else a short run checks everything while the workers start
+        started.append(workers)
+        return workers
 
-    monkeypatch.setattr(runner_module, "new_checker", started_checker)
+    monkeypatch.setattr(runner_module, "new_workers", started_workers)
     report = replay(tmp_path, Settings(check_processes=2))
     assert report.counts["ok"] == 13
     assert started[0].checked_in_workers == 13 and not started[0].broken
@@ -93,15 +98,15 @@ def test_a_dead_worker_sends_the_remaining_checks_to_the_runner(
     pairs: list[tuple[ModelPart, Article]] = [
         (part_of(analysis), articles[analysis.article.id]) for analysis in iter_analyses(inline_run)
     ][:3]
-    checker = PooledChecker(context, 2)
+    workers = PooledWorkers(context, 2)
     try:
 
         async def check_all() -> list[list[object]]:
-            return [await checker.check(part, article) for part, article in pairs]
+            return [await workers.check(part, article) for part, article in pairs]
 
-        checker.wait_until_started()
+        workers.wait_until_started()
         first = asyncio.run(check_all())
-        processes = list(checker._pool._processes.values())
+        processes = list(workers._pool._processes.values())
         assert processes, "the workers started"
         for process in processes:
             assert process.pid is not None
@@ -110,9 +115,9 @@ def test_a_dead_worker_sends_the_remaining_checks_to_the_runner(
             process.join(timeout=10)
         again = asyncio.run(check_all())
     finally:
-        checker.close()
-    assert checker.broken, "the pool is known to be broken"
-    assert checker.checked_in_workers == len(pairs), "the first round was checked by the workers"
+        workers.close()
+    assert workers.broken, "the pool is known to be broken"
+    assert workers.checked_in_workers == len(pairs), "the first round was checked by the workers"
     expected = [run_checks(part, article, context) for part, article in pairs]
     assert first == expected and again == expected
 

@@ -64,10 +64,12 @@ class IndexSpool:
     def close(self) -> None:
         self._db.close()
 
-    def add(self, path: Path, analysis: Analysis) -> None:
-        """Render the entries of `analysis`, read from or written to `path`."""
-        index_entry = str(index_entry_html(analysis))
-        feed_entry = feed_entry_xml(analysis, self.site, self._base)
+    def add(self, path: Path, analysis: Analysis, rendered: tuple[str, str] | None = None) -> None:
+        """Keep the entries of `analysis`, read from or written to `path`: `rendered` (index entry,
+        feed entry) when they were rendered already, as the article was written."""
+        if rendered is None:
+            rendered = str(index_entry_html(analysis)), feed_entry_xml(analysis, self.site, self._base)
+        index_entry, feed_entry = rendered
         placed = feed_item(analysis)
         row = (
             str(path), path.parent.name, 1, *_stamp(path), _seconds(index_instant(analysis)),

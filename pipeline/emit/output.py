@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from pipeline.emit.feed import feed_base, feed_entry_xml
 from pipeline.emit.render import (
     SiteInfo,
+    index_entry_html,
     render_analysis_json,
     render_article_html,
     render_article_markdown,
@@ -35,21 +38,45 @@ def article_dir(out: Path, article_id: str) -> Path:
     return out / "articles" / article_id
 
 
+@dataclass(frozen=True)
+class RenderedArticle:
+    """One article's three files, and its entries on the index page and in the feed."""
+
+    article_id: str
+    html: str
+    markdown: str
+    json: str
+    index_entry: str
+    feed_entry: str
+
+
+def render_article(analysis: Analysis, site: SiteInfo) -> RenderedArticle:
+    """Everything written for one article, rendered (pure: it runs in a worker process as well)."""
+    return RenderedArticle(
+        analysis.article.id, render_article_html(analysis, site), render_article_markdown(analysis),
+        render_analysis_json(analysis), str(index_entry_html(analysis)),
+        feed_entry_xml(analysis, site, feed_base(site.url)),
+    )  # fmt: skip
+
+
+def write_rendered(out: Path, rendered: RenderedArticle) -> list[str]:
+    """Write the three files of one article; analysis.json last, so it marks a complete set."""
+    folder = article_dir(out, rendered.article_id)
+    atomic_write_text(folder / "article.html", rendered.html)
+    atomic_write_text(folder / "article.md", rendered.markdown)
+    atomic_write_text(folder / "analysis.json", rendered.json)
+    return [str(folder / name) for name in ARTICLE_FILES]
+
+
 def write_article(
     out: Path, analysis: Analysis, site: SiteInfo, index: IndexSpool | None = None
 ) -> list[str]:
-    """Write the three files of one article; analysis.json last, so it marks a complete set.
-
-    With `index`, the article's index and feed entries are rendered now, while the analysis is at
-    hand, so that rebuilding the index at the end of the run need not read it again.
-    """
-    folder = article_dir(out, analysis.article.id)
-    atomic_write_text(folder / "article.html", render_article_html(analysis, site))
-    atomic_write_text(folder / "article.md", render_article_markdown(analysis))
-    atomic_write_text(folder / "analysis.json", render_analysis_json(analysis))
+    """Render and write one article; with `index`, keep its index and feed entries there."""
+    rendered = render_article(analysis, site)
+    outputs = write_rendered(out, rendered)
     if index is not None:
-        index.add(folder / "analysis.json", analysis)
-    return [str(folder / name) for name in ARTICLE_FILES]
+        index.add(Path(outputs[-1]), analysis, (rendered.index_entry, rendered.feed_entry))
+    return outputs
 
 
 def read_analysis(path: Path) -> Analysis | None:

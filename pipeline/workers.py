@@ -1,11 +1,12 @@
-"""Where an answer's checks run: in the runner's own process, or in worker processes on every core.
+"""Where an article's heavy local work runs: in the runner's own process, or in worker processes.
 
-The checks are pure functions of the answer, the article, the glossary and the system prompt, and
-they are most of an article's local work (the figures above all). A big run sends them to worker
-processes so that they use every core while the runner's event loop goes on with the model calls
-and the files. The workers start from a fresh forkserver (never a fork of the runner, which has
-threads), ignore Ctrl-C (the runner handles it), and get the glossary and system prompt once. When
-a worker dies (killed, out of memory), the remaining checks run in the runner's process.
+That work is checking the answers (pure functions of the answer, the article, the glossary and the
+system prompt; the figures above all) and rendering the article's files. A big run
+sends both to worker processes, one per CPU, while the runner's event loop goes on with the model
+calls, the files, the journal and the report. The workers start from a fresh forkserver (never a fork of
+the runner, which has threads), ignore Ctrl-C (the runner handles it), and get the glossary and
+system prompt once. When a worker dies (killed, out of memory), the rest of the run's work is
+done in the runner's process.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Protocol
 
+from pipeline.emit.output import RenderedArticle, render_article
+from pipeline.emit.render import SiteInfo
 from pipeline.ingest.article import Article
 from pipeline.prompts import Glossary
-from pipeline.schema import ModelPart
+from pipeline.schema import Analysis, ModelPart
 from pipeline.validate.findings import Finding
 from pipeline.validate.injection import check_injection
 from pipeline.validate.rules import check_part
@@ -46,13 +49,15 @@ def run_checks(part: ModelPart, article: Article, context: CheckContext) -> list
     return findings
 
 
-class Checker(Protocol):
+class Workers(Protocol):
     async def check(self, part: ModelPart, article: Article) -> list[Finding]: ...
+
+    async def render(self, analysis: Analysis, site: SiteInfo) -> RenderedArticle: ...
 
     def close(self) -> None: ...
 
 
-class InlineChecker:
+class InlineWorkers:
     """The checks in the calling process (small runs, tests, the validate command)."""
 
     def __init__(self, context: CheckContext) -> None:
@@ -61,16 +66,19 @@ class InlineChecker:
     async def check(self, part: ModelPart, article: Article) -> list[Finding]:
         return run_checks(part, article, self.context)
 
+    async def render(self, analysis: Analysis, site: SiteInfo) -> RenderedArticle:
+        return render_article(analysis, site)
+
     def close(self) -> None:
         pass
 
 
-class PooledChecker:
+class PooledWorkers:
     """The checks in `processes` worker processes. While the workers start (most of a second),
     answers are checked in the runner's process, which would otherwise wait."""
 
     def __init__(self, context: CheckContext, processes: int) -> None:
-        self._inline = InlineChecker(context)
+        self._inline = InlineWorkers(context)
         self._pool = ProcessPoolExecutor(
             processes, mp_context=_worker_start(), initializer=_start_worker, initargs=(context,)
         )
@@ -93,6 +101,15 @@ class PooledChecker:
                 return findings
         return await self._inline.check(part, article)
 
+    async def render(self, analysis: Analysis, site: SiteInfo) -> RenderedArticle:
+        if not self.broken and self._started.done():
+            loop = asyncio.get_running_loop()
+            try:
+                return await loop.run_in_executor(self._pool, render_article, analysis, site)
+            except BrokenProcessPool:
+                self.broken = True
+        return await self._inline.render(analysis, site)
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -111,8 +128,8 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def new_checker(context: CheckContext, processes: int) -> Checker:
-    return PooledChecker(context, processes) if processes > 1 else InlineChecker(context)
+def new_workers(context: CheckContext, processes: int) -> Workers:
+    return PooledWorkers(context, processes) if processes > 1 else InlineWorkers(context)
 
 
 def _worker_start() -> multiprocessing.context.BaseContext:
