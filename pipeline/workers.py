@@ -58,7 +58,7 @@ class Workers(Protocol):
 
 
 class InlineWorkers:
-    """The checks in the calling process (small runs, tests, the validate command)."""
+    """Checking and rendering in the calling process (small runs, tests, the validate command)."""
 
     def __init__(self, context: CheckContext) -> None:
         self.context = context
@@ -74,8 +74,8 @@ class InlineWorkers:
 
 
 class PooledWorkers:
-    """The checks in `processes` worker processes. While the workers start (most of a second),
-    answers are checked in the runner's process, which would otherwise wait."""
+    """Checking and rendering in `processes` worker processes. While the workers start (most of
+    a second), the runner's process does the work, as it would otherwise wait."""
 
     def __init__(self, context: CheckContext, processes: int) -> None:
         self._inline = InlineWorkers(context)
@@ -129,7 +129,12 @@ def usable_cpus() -> int:
 
 
 def new_workers(context: CheckContext, processes: int) -> Workers:
-    return PooledWorkers(context, processes) if processes > 1 else InlineWorkers(context)
+    if processes > 1:
+        try:
+            return PooledWorkers(context, processes)
+        except (OSError, ImportError):  # no process support here (no semaphores, say): work inline
+            pass
+    return InlineWorkers(context)
 
 
 def _worker_start() -> multiprocessing.context.BaseContext:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import runner as runner_module
+from pipeline import workers as workers_module
 from pipeline.config import Settings
 from pipeline.console import PlainProgress
 from pipeline.emit import index as index_module
@@ -182,3 +183,13 @@ def test_worker_processes_importing_the_entry_point_do_not_run_the_cli(
     """The forkserver imports the main module (``python -m pipeline``) as __mp_main__: it must not run."""
     runpy.run_module("pipeline.__main__", run_name="__mp_main__")
     assert capsys.readouterr() == ("", "")
+
+
+def test_without_process_support_the_work_stays_in_the_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unsupported(context: CheckContext, processes: int) -> None:
+        raise OSError(38, "Function not implemented")  # what sem_open gives where there is none
+
+    monkeypatch.setattr(workers_module, "PooledWorkers", unsupported)
+    book = PromptBook(Settings())
+    chosen = workers_module.new_workers(CheckContext(book.glossary, book.system_prompt), 2)
+    assert isinstance(chosen, workers_module.InlineWorkers)
