@@ -349,7 +349,6 @@ class Runner:
         entry = self._entry(article, outcome)
         if outcome.analysis is not None:
             try:
-                # in a worker thread: while this article is rendered and fsynced, the loop goes on
                 rendered = await self.analyzer.workers.render(outcome.analysis, self.site)
                 # written in a thread: while this article is fsynced, the event loop goes on
                 entry.outputs = await asyncio.to_thread(write_rendered, out, rendered)
