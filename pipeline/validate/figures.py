@@ -249,12 +249,14 @@ def figures_in(text: str, *, liberal: bool = False) -> list[Figure]:
     for group, span in _all_figures(text, liberal, taken):
         if taken.overlaps(span):
             continue
-        if _approx_before(text[max(0, span[0] - 20) : span[0]]) or _approx_after(text[span[1] : span[1] + 4]):
-            group = [replace(f, approx=True) for f in group]
-        group = [f for f in group if math.isfinite(f.value)]  # a 400-digit number is not a figure
-        found.extend(group)
-        placed.extend((span, f) for f in group)
+        start, end = span
+        if _approx_before(text[max(0, start - 20) : start]) or _approx_after(text[end : end + 4]):
+            group = [Figure(f.kind, f.value, f.unit, f.tolerance, f.text, True, f.factor) for f in group]
+        if not all(math.isfinite(f.value) for f in group):  # a 400-digit number is not a figure
+            group = [f for f in group if math.isfinite(f.value)]
         if group:
+            found += group
+            placed += [(span, f) for f in group]
             taken.add(span)
     return found + _periods(text, placed)
 
@@ -485,11 +487,12 @@ def _chinese_figures(text: str, liberal: bool) -> Iterator[Found]:
         return
     for match in _ZH_FIGURE.finditer(text):
         raw = match.group("num")
-        if not raw[0].isdigit() and not _chinese_numeral_is_figure(text, match, liberal):
-            continue
-        if raw[0].isdigit() and not (match.group("mag") or match.group("tail") or match.group("pre")):
-            continue  # plain Arabic numbers are read by the English parser
-        if raw[0].isdigit() and _glued_to_word(text, match.start()):
+        if raw[0].isdigit():
+            if not (match.group("mag") or match.group("tail") or match.group("pre")):
+                continue  # plain Arabic numbers are read by the English parser
+            if _glued_to_word(text, match.start()):
+                continue
+        elif not _chinese_numeral_is_figure(text, match, liberal):
             continue
         yield _chinese_match_figures(match), match.span()
 
