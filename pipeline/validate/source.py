@@ -103,7 +103,7 @@ def check_against_source(part: ModelPart, article: Article, glossary: Glossary) 
         other = part.zh if lang == "en" else part.en
         other_figures = FigureIndex(f for _, text in _all_fields(_OTHER[lang], other) for f in figures(text))
         findings += _grounding(lang, section, other_figures, source, figures)
-        findings += _entities(lang, section, other, source, glossary)
+        findings += _entities(lang, section, other, source, glossary, figures)
     return findings
 
 
@@ -180,7 +180,12 @@ def source_figure_texts(article: Article, limit: int = 60) -> list[str]:
 
 
 def _entities(
-    lang: Lang, section: Section, other: Section, source: Source, glossary: Glossary
+    lang: Lang,
+    section: Section,
+    other: Section,
+    source: Source,
+    glossary: Glossary,
+    figures: Parse = figures_in,
 ) -> list[Finding]:
     source_lang = source.article.language
     if source_lang not in ("en", "zh"):
@@ -188,7 +193,7 @@ def _entities(
     findings: list[Finding] = []
     for i, row in enumerate(section.key_data):
         path = f"{lang}.key_data[{i}].entity"
-        problem = _entity_problem(lang, row, other, source, glossary)
+        problem = _entity_problem(lang, row, other, source, glossary, figures)
         if problem is not None:
             severity, message = problem
             findings.append(Finding("entities", severity, lang, path, message, row.entity))
@@ -196,7 +201,7 @@ def _entities(
 
 
 def _entity_problem(
-    lang: Lang, row: KeyDataRow, other: Section, source: Source, glossary: Glossary
+    lang: Lang, row: KeyDataRow, other: Section, source: Source, glossary: Glossary, figures: Parse
 ) -> tuple[Severity, str] | None:
     parts = [p for p in _NAME_SPLIT.split(row.entity) if p.strip()]
     if any(source.names(part) for part in parts):
@@ -210,7 +215,7 @@ def _entity_problem(
         if any(source.names(name) for name in latin) or _via_glossary(latin, source, glossary):
             return None
         return "error", f"the Latin name in {row.entity!r} does not appear in the English source"
-    if _via_glossary(parts, source, glossary) or _via_same_figure(row, other):
+    if _via_glossary(parts, source, glossary) or _via_same_figure(row, other, figures):
         return None
     return (
         "warning",
@@ -227,14 +232,15 @@ def _via_glossary(parts: list[str], source: Source, glossary: Glossary) -> bool:
     return False
 
 
-def _via_same_figure(row: KeyDataRow, other: Section) -> bool:
+def _via_same_figure(row: KeyDataRow, other: Section, figures: Parse) -> bool:
+    """Whether a row of the other section has the same figures (each metric was parsed already)."""
     if row.metric is None:
         return False
-    mine = figures_in(row.metric)
+    mine = figures(row.metric)
     if not mine:
         return False
     for candidate in other.key_data:
-        theirs = figures_in(candidate.metric or "")
+        theirs = figures(candidate.metric or "")
         if theirs and all(any(a.matches(b) for b in theirs) for a in mine):
             return True
     return False
