@@ -167,6 +167,8 @@ def run_command(
         fail(exc)
     if report.halted:
         typer.echo(f"Error: the run stopped early: {report.halted}", err=True)
+    if report.index_error:
+        typer.echo(f"Error: index.html and feed.xml were not rebuilt: {report.index_error}", err=True)
     raise typer.Exit(report.exit_code)
 
 

@@ -42,6 +42,7 @@ class RunReport(BaseModel):
     budget_usd: float | None = None
     stale: int = 0
     halted: str | None = None  # why the run stopped starting articles (an endpoint failure), if it did
+    index_error: str | None = None  # why index.html and feed.xml were not rebuilt, if they were not
     articles: list[ArticleEntry] = Field(default_factory=list)
 
     def add(self, entry: ArticleEntry) -> None:
@@ -64,5 +65,6 @@ class RunReport(BaseModel):
 
     @property
     def exit_code(self) -> int:
-        """0 when every article is ok, skipped or a duplicate; 1 otherwise."""
-        return 1 if self.counts.get("failed", 0) or self.counts.get("not_started", 0) else 0
+        """0 when every article is ok, skipped or a duplicate and the index was rebuilt; 1 otherwise."""
+        failed = self.counts.get("failed", 0) or self.counts.get("not_started", 0)
+        return 1 if failed or self.index_error else 0

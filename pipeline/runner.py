@@ -29,6 +29,7 @@ from pipeline.cost import cost_usd
 from pipeline.emit.index import IndexSpool, write_index
 from pipeline.emit.output import article_dir, read_analysis, write_rendered
 from pipeline.emit.render import SiteInfo
+from pipeline.emit.write import atomic_write_chunks
 from pipeline.errors import OutputError
 from pipeline.events import EventLog
 from pipeline.ingest import InputFailure, Limits, discover, load_file
@@ -211,7 +212,11 @@ class Runner:
         self, report: RunReport, options: RunOptions, started: float, spool: Path, events: EventLog,
         index: IndexSpool,
     ) -> None:  # fmt: skip
-        write_index(options.out, self.site, index)
+        try:
+            write_index(options.out, self.site, index)
+        except OSError as exc:  # the articles are written: the report must still be
+            report.index_error = exc.strerror or str(exc)
+            events.emit("index_failed", error=report.index_error)
         report.halted = self.halted
         report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         report.duration_s = round(time.monotonic() - started, 3)
@@ -390,27 +395,27 @@ IN_MEMORY_ENTRIES = 500  # beyond this the returned report's entries are only on
 
 
 def write_report(report: RunReport, spool: Path, path: Path) -> None:
-    """The report as JSON, its `articles` streamed from the spool file (atomic: temporary file, rename)."""
+    """The report as JSON, its `articles` streamed from the spool file (atomically)."""
+    atomic_write_chunks(path, _report_pieces(report, spool))
+
+
+def _report_pieces(report: RunReport, spool: Path) -> Iterator[str]:
     header = report.model_dump_json(indent=2, exclude={"articles"})
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as out, spool.open(encoding="utf-8") as entries:
-        out.write(header[: header.rstrip().rfind("}")].rstrip() + ',\n  "articles": [')
+    yield header[: header.rstrip().rfind("}")].rstrip() + ',\n  "articles": ['
+    with spool.open(encoding="utf-8") as entries:
         for i, line in enumerate(entries):
-            out.write(("\n    " if i == 0 else ",\n    ") + line.rstrip("\n"))
-        out.write("\n  ]\n}\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+            yield ("\n    " if i == 0 else ",\n    ") + line.rstrip("\n")
+    yield "\n  ]\n}\n"
 
 
 def copy_atomically(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    with source.open("rb") as src, tmp.open("wb") as dst:
-        while chunk := src.read(1 << 20):
-            dst.write(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(tmp, target)
+    atomic_write_chunks(target, _text_pieces(source))
+
+
+def _text_pieces(path: Path, size: int = 1 << 20) -> Iterator[str]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        while piece := handle.read(size):
+            yield piece
 
 
 class _Record(Protocol):

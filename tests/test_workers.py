@@ -10,6 +10,7 @@ import os
 import re
 import runpy
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,57 @@ def test_without_process_support_the_work_stays_in_the_runner(monkeypatch: pytes
     book = PromptBook(Settings())
     chosen = workers_module.new_workers(CheckContext(book.glossary, book.system_prompt), 2)
     assert isinstance(chosen, workers_module.InlineWorkers)
+
+
+class FullDisk:
+    """A database connection whose every statement fails as SQLite does on a full disk."""
+
+    def execute(self, *args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failing_index_database_is_a_write_error_naming_where_it_lives(
+    inline_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (analysis, *_) = iter_analyses(inline_run)
+    with IndexSpool(tmp_path, SiteInfo()) as spool:
+        monkeypatch.setattr(spool, "_db", FullDisk())
+        with pytest.raises(OSError, match=r"database or disk is full \(SQLite keeps it in \$SQLITE_TMPDIR"):
+            spool.add(tmp_path / "analysis.json", analysis)
+
+
+def test_a_run_whose_index_database_fails_stops_with_the_reason_and_still_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_init = IndexSpool.__init__
+
+    def failing(self: IndexSpool, out: Path, site: SiteInfo) -> None:
+        real_init(self, out, site)
+        self._db = FullDisk()  # type: ignore[assignment]
+
+    monkeypatch.setattr(IndexSpool, "__init__", failing)
+    report = replay(tmp_path, Settings(check_processes=1))
+    assert report.counts["ok"] == 0 and report.halted and report.exit_code == 1
+    failed = [entry for entry in report.articles if entry.status == "failed"]
+    assert failed and all("database or disk is full" in (entry.error or "") for entry in failed)
+    written = json.loads((tmp_path / "run-report.json").read_text(encoding="utf-8"))
+    assert "database or disk is full" in written["index_error"]
+
+
+def test_an_index_that_cannot_be_rebuilt_is_reported_and_the_run_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner_module, "write_index", no_space)
+    report = replay(tmp_path, Settings(check_processes=1))
+    assert report.counts["ok"] == 13, "the articles themselves are written"
+    assert report.index_error == "No space left on device" and report.exit_code == 1
+    written = json.loads((tmp_path / "run-report.json").read_text(encoding="utf-8"))
+    assert written["index_error"] == "No space left on device"
+    events = (tmp_path / "logs").glob("*.jsonl")
+    assert any('"index_failed"' in path.read_text(encoding="utf-8") for path in events)

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -49,9 +50,10 @@ class IndexSpool:
     def __init__(self, out: Path, site: SiteInfo) -> None:
         self.site = site
         self._base = feed_base(site.url)
-        self._db = sqlite3.connect("", check_same_thread=False)  # "": private, on disk, gone when closed
-        self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;" + _SCHEMA)
         self._lock = threading.Lock()
+        with _as_os_error():
+            self._db = sqlite3.connect("", check_same_thread=False)  # "": private, on disk, gone when closed
+            self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;" + _SCHEMA)
 
     def __enter__(self) -> IndexSpool:
         return self
@@ -77,19 +79,19 @@ class IndexSpool:
             "\n".join(t.en for t in analysis.tags),
             analysis.disclaimer.en, analysis.disclaimer.zh, index_entry, feed_entry,
         )  # fmt: skip
-        with self._lock:
+        with self._locked():
             self._db.execute(
                 "INSERT OR REPLACE INTO entry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row
             )
 
     def start_catalogue(self) -> None:
-        with self._lock:
+        with self._locked():
             self._db.execute("UPDATE entry SET seen = 0")
 
     def still_current(self, path: Path) -> bool:
         """Whether entries were rendered for `path` and the file has not changed since (it is then
         marked as seen by the catalogue)."""
-        with self._lock:
+        with self._locked():
             found = self._db.execute(
                 "SELECT mtime_ns, size FROM entry WHERE path = ?", (str(path),)
             ).fetchone()
@@ -100,11 +102,11 @@ class IndexSpool:
 
     def end_catalogue(self) -> None:
         """Drop the entries of files the catalogue did not find (removed, or no longer readable)."""
-        with self._lock:
+        with self._locked():
             self._db.execute("DELETE FROM entry WHERE seen = 0")
 
     def head(self) -> IndexHead:
-        with self._lock:
+        with self._locked():
             count = self._db.execute("SELECT count(*) FROM entry").fetchone()[0]
             tags: set[str] = set()
             for (lines,) in self._db.execute("SELECT DISTINCT tags FROM entry"):
@@ -115,7 +117,7 @@ class IndexSpool:
         return IndexHead(count, sorted(tags), disclaimer)
 
     def newest_updated(self) -> datetime:
-        with self._lock:
+        with self._locked():
             (latest,) = self._db.execute("SELECT max(updated) FROM entry").fetchone()
         return EPOCH if latest is None else datetime.fromtimestamp(latest, UTC)
 
@@ -134,10 +136,27 @@ class IndexSpool:
     def _column(self, query: str) -> Iterator[str]:
         cursor = self._db.cursor()  # rows are fetched as the page is written, not all at once
         try:
-            for (value,) in cursor.execute(query):
-                yield value
+            with _as_os_error():
+                for (value,) in cursor.execute(query):
+                    yield value
         finally:
             cursor.close()
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock, _as_os_error():
+            yield
+
+
+@contextmanager
+def _as_os_error() -> Iterator[None]:
+    """SQLite's errors as the OSError they are (a full or unwritable temporary folder), so that the
+    runner reports them as it reports any other write failure."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        where = "SQLite keeps it in $SQLITE_TMPDIR, else $TMPDIR, else /var/tmp or /tmp"
+        raise OSError(f"the index's temporary database failed: {exc} ({where})") from exc
 
 
 def _stamp(path: Path) -> tuple[int, int]:
