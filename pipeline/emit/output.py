@@ -7,7 +7,6 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -21,9 +20,6 @@ from pipeline.emit.render import (
 )
 from pipeline.emit.write import atomic_write_text
 from pipeline.schema import Analysis
-
-if TYPE_CHECKING:
-    from pipeline.emit.index import IndexSpool
 
 ARTICLE_FILES = ("article.html", "article.md", "analysis.json")
 
@@ -68,15 +64,9 @@ def write_rendered(out: Path, rendered: RenderedArticle) -> list[str]:
     return [str(folder / name) for name in ARTICLE_FILES]
 
 
-def write_article(
-    out: Path, analysis: Analysis, site: SiteInfo, index: IndexSpool | None = None
-) -> list[str]:
-    """Render and write one article; with `index`, keep its index and feed entries there."""
-    rendered = render_article(analysis, site)
-    outputs = write_rendered(out, rendered)
-    if index is not None:
-        index.add(Path(outputs[-1]), analysis, (rendered.index_entry, rendered.feed_entry))
-    return outputs
+def write_article(out: Path, analysis: Analysis, site: SiteInfo) -> list[str]:
+    """Render and write one article (the runner renders in its workers, then calls write_rendered)."""
+    return write_rendered(out, render_article(analysis, site))
 
 
 def read_analysis(path: Path) -> Analysis | None:
