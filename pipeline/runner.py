@@ -191,7 +191,7 @@ class Runner:
         processes = check_processes(self.settings.check_processes, total)
         self.analyzer.workers = new_workers(check_context(self.book), processes)
         try:
-            with IndexSpool(options.out, self.site) as self._index:
+            with IndexSpool(self.site) as self._index:
                 with spool_path.open("w", encoding="utf-8") as spool:
                     await self._process_all(self._load(inputs), options, budget, record, events)
                 self._finish(report, options, started, spool_path, events, self._index)

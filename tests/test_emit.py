@@ -21,8 +21,7 @@ from markupsafe import escape
 from pipeline import runner as runner_module
 from pipeline.config import DEFAULT_DISCLAIMER_EN, DEFAULT_DISCLAIMER_ZH, Settings
 from pipeline.console import PlainProgress
-from pipeline.emit.feed import render_atom_feed
-from pipeline.emit.index import write_index
+from pipeline.emit.index import render_atom_feed, render_index_html, write_index
 from pipeline.emit.output import ARTICLE_FILES, iter_analyses
 from pipeline.emit.render import (
     SiteInfo,
@@ -30,7 +29,6 @@ from pipeline.emit.render import (
     render_analysis_json,
     render_article_html,
     render_article_markdown,
-    render_index_html,
     safe_href,
 )
 from pipeline.emit.write import atomic_write_chunks, atomic_write_text

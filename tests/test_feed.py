@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from pipeline.config import DEFAULT_DISCLAIMER_EN, DEFAULT_DISCLAIMER_ZH
-from pipeline.emit.feed import AI_SCHEME, NEWSDESK_NS, TAG_SCHEME, render_atom_feed
+from pipeline.emit.feed import AI_SCHEME, NEWSDESK_NS, TAG_SCHEME
+from pipeline.emit.index import render_atom_feed
 from pipeline.emit.render import SiteInfo
 from pipeline.schema import Analysis
 from tests.conftest import RECORDINGS

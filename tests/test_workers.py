@@ -20,9 +20,9 @@ from pipeline import workers as workers_module
 from pipeline.config import Settings
 from pipeline.console import PlainProgress
 from pipeline.emit import index as index_module
-from pipeline.emit.index import IndexSpool, write_index
+from pipeline.emit.index import IndexSpool, render_index_html, write_index
 from pipeline.emit.output import iter_analyses
-from pipeline.emit.render import SiteInfo, render_index_html
+from pipeline.emit.render import SiteInfo
 from pipeline.ingest.article import Article
 from pipeline.model.replay import ReplayModel
 from pipeline.prompts import PromptBook
@@ -160,7 +160,7 @@ def test_an_analysis_changed_after_its_entries_were_rendered_is_read_again(
 ) -> None:
     analyses = list(iter_analyses(inline_run))
     site = SiteInfo()
-    with IndexSpool(tmp_path, site) as spool:
+    with IndexSpool(site) as spool:
         for analysis in analyses:
             path = tmp_path / "articles" / analysis.article.id / "analysis.json"
             path.parent.mkdir(parents=True)
@@ -210,7 +210,7 @@ def test_a_failing_index_database_is_a_write_error_naming_where_it_lives(
     inline_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (analysis, *_) = iter_analyses(inline_run)
-    with IndexSpool(tmp_path, SiteInfo()) as spool:
+    with IndexSpool(SiteInfo()) as spool:
         monkeypatch.setattr(spool, "_db", FullDisk())
         with pytest.raises(OSError, match=r"database or disk is full \(SQLite keeps it in \$SQLITE_TMPDIR"):
             spool.add(tmp_path / "analysis.json", analysis)
@@ -221,8 +221,8 @@ def test_a_run_whose_index_database_fails_stops_with_the_reason_and_still_report
 ) -> None:
     real_init = IndexSpool.__init__
 
-    def failing(self: IndexSpool, out: Path, site: SiteInfo) -> None:
-        real_init(self, out, site)
+    def failing(self: IndexSpool, site: SiteInfo) -> None:
+        real_init(self, site)
         self._db = FullDisk()  # type: ignore[assignment]
 
     monkeypatch.setattr(IndexSpool, "__init__", failing)

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
 from urllib.parse import quote, urljoin
 
 from pipeline import __version__
@@ -29,8 +28,6 @@ TAG_SCHEME = "urn:newsdesk:tag"
 FEED_ID = "urn:newsdesk:feed"
 XML_DECLARATION = '<?xml version="1.0" encoding="utf-8"?>\n'
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-T = TypeVar("T")
 
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 # Elements are built with literal names and the namespace declarations are written as attributes:
@@ -67,18 +64,6 @@ def feed_item(analysis: Analysis) -> FeedItem:
     known = [moment for moment in (published, generated) if moment is not None]
     sort_key = published or generated or EPOCH
     return FeedItem(analysis.article.id, sort_key, published, max(known, default=EPOCH))
-
-
-def feed_order(items: Iterable[T], item_of: Callable[[T], FeedItem]) -> list[T]:
-    """One of `items` per article id (the latest generation wins), newest first, ties by id."""
-    latest: dict[str, tuple[FeedItem, T]] = {}
-    for item in items:
-        placed = item_of(item)
-        previous = latest.get(placed.article_id)
-        if previous is None or placed.updated >= previous[0].updated:
-            latest[placed.article_id] = (placed, item)
-    by_id = sorted(latest.values(), key=lambda pair: pair[0].article_id)
-    return [item for _, item in sorted(by_id, key=lambda pair: pair[0].sort_key, reverse=True)]
 
 
 def feed_base(base_url: str | None) -> str | None:
@@ -155,17 +140,6 @@ def _entry(a: Analysis, item: FeedItem, site: SiteInfo, base: str | None) -> ET.
         "prompt-version": a.generation.prompt_version, "created": a.generation.created_at,
     })  # fmt: skip
     return entry
-
-
-def render_atom_feed(analyses: Iterable[Analysis], site: SiteInfo, base_url: str | None = None) -> str:
-    """The Atom feed of `analyses`, newest first; entry links are relative unless `base_url` is given.
-
-    Raises ValueError when `base_url` is not an absolute http(s) URL.
-    """
-    base = feed_base(base_url)
-    ordered = feed_order(analyses, feed_item)
-    updated = max((feed_item(a).updated for a in ordered), default=EPOCH)
-    return "".join(atom_feed_chunks((feed_entry_xml(a, site, base) for a in ordered), updated, site, base))
 
 
 def feed_entry_xml(analysis: Analysis, site: SiteInfo, base: str | None) -> str:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -47,7 +48,7 @@ CREATE TABLE entry (
 class IndexSpool:
     """Rendered entries by analysis.json path, on disk. Safe to add to from several threads."""
 
-    def __init__(self, out: Path, site: SiteInfo) -> None:
+    def __init__(self, site: SiteInfo) -> None:
         self.site = site
         self._base = feed_base(site.url)
         self._lock = threading.Lock()
@@ -133,6 +134,15 @@ class IndexSpool:
             " WHERE rank = 1 ORDER BY feed_order DESC, article_id"
         )
 
+    def index_page(self) -> Iterator[str]:
+        """index.html, piece by piece."""
+        entries = (Markup(entry) for entry in self.page_entries())  # rendered by us: escaped
+        return index_html_chunks(entries, self.head(), self.site)
+
+    def atom_feed(self) -> Iterator[str]:
+        """feed.xml, piece by piece."""
+        return atom_feed_chunks(self.feed_entries(), self.newest_updated(), self.site, self._base)
+
     def _column(self, query: str) -> Iterator[str]:
         cursor = self._db.cursor()  # rows are fetched as the page is written, not all at once
         try:
@@ -177,15 +187,39 @@ def write_index(out: Path, site: SiteInfo, spool: IndexSpool | None = None) -> P
     `spool` holds the entries rendered while this run wrote its articles; the others are read now.
     """
     if spool is None:
-        with IndexSpool(out, site) as fresh:
+        with IndexSpool(site) as fresh:
             return write_index(out, site, fresh)
     _catalogue(out, spool)
     path = out / "index.html"
-    entries = (Markup(entry) for entry in spool.page_entries())  # rendered by us: escaped
-    atomic_write_chunks(path, index_html_chunks(entries, spool.head(), site))
-    feed = atom_feed_chunks(spool.feed_entries(), spool.newest_updated(), site, feed_base(site.url))
-    atomic_write_chunks(out / "feed.xml", feed)
+    atomic_write_chunks(path, spool.index_page())
+    atomic_write_chunks(out / "feed.xml", spool.atom_feed())
     return path
+
+
+def render_index_html(analyses: Iterable[Analysis], site: SiteInfo | None = None) -> str:
+    """The index page of `analyses`, newest first (ties keep their order)."""
+    with _spool_of(analyses, site or SiteInfo()) as spool:
+        return "".join(spool.index_page())
+
+
+def render_atom_feed(analyses: Iterable[Analysis], site: SiteInfo, base_url: str | None = None) -> str:
+    """The Atom feed of `analyses`, newest first, one entry per article (the latest generation);
+    entry links are relative unless `base_url` is given. Raises ValueError when `base_url` is not
+    an absolute http(s) URL."""
+    with _spool_of(analyses, replace(site, url=base_url)) as spool:
+        return "".join(spool.atom_feed())
+
+
+def _spool_of(analyses: Iterable[Analysis], site: SiteInfo) -> IndexSpool:
+    """A spool of `analyses`, ordered as given (they stand for folders in that order)."""
+    spool = IndexSpool(site)
+    try:
+        for i, analysis in enumerate(analyses):
+            spool.add(Path(f"{i:09d}") / "analysis.json", analysis)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
 
 
 def _catalogue(out: Path, spool: IndexSpool) -> None:

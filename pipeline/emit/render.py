@@ -109,22 +109,6 @@ class IndexHead:
     disclaimer: Disclaimer | None
 
 
-def index_head(analyses: Iterable[Analysis]) -> IndexHead:
-    count, tags, disclaimer = 0, set[str](), None
-    for analysis in analyses:
-        count += 1
-        tags.update(tag.en for tag in analysis.tags)
-        disclaimer = disclaimer or analysis.disclaimer
-    return IndexHead(count, sorted(tags), disclaimer)
-
-
-def render_index_html(analyses: Iterable[Analysis], site: SiteInfo | None = None) -> str:
-    """The index page of `analyses`, newest first (ties keep their order)."""
-    items = list(analyses)
-    newest_first = sorted(items, key=index_instant, reverse=True)
-    return "".join(index_html_chunks((index_entry_html(a) for a in newest_first), index_head(items), site))
-
-
 def index_entry_html(analysis: Analysis) -> Markup:
     """One article's entry on the index page (its untrusted text escaped)."""
     return Markup(_env().get_template("index_entry.html.j2").render(e=_index_entry(analysis)))
