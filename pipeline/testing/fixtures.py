@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,40 +88,39 @@ def build(articles_dir: Path, answers_dir: Path, recordings: Path) -> int:
     return written
 
 
-def restamp(articles_dir: Path, recordings: Path) -> int:
+def _recorded_answers(
+    articles_dir: Path, recordings: Path
+) -> Iterator[tuple[Article, Lang, ModelRequest, str]]:
+    """Each fixture call that has a recording: its article, call, current first request and the
+    recorded answer."""
     book = PromptBook(Settings())
-    written = 0
     for article in load_articles([articles_dir]):
         if not isinstance(article, Article):
             continue
         for call in LANGS:
             request = first_request(book, article, call)
             path = recording_path(recordings, request)
-            if not path.is_file():
-                continue
-            old = json.loads(path.read_text(encoding="utf-8"))
-            write_recording(recordings, request, old["response"]["choices"][0]["message"]["content"])
-            written += 1
+            if path.is_file():
+                recorded = json.loads(path.read_text(encoding="utf-8"))
+                yield article, call, request, recorded["response"]["choices"][0]["message"]["content"]
+
+
+def restamp(articles_dir: Path, recordings: Path) -> int:
+    """Rewrite each recording's request for the current prompts, keeping its answer."""
+    written = 0
+    for _, _, request, content in _recorded_answers(articles_dir, recordings):
+        write_recording(recordings, request, content)
+        written += 1
     return written
 
 
 def export(articles_dir: Path, recordings: Path, answers: Path) -> int:
     """Write each recording's answer as an editable, pretty-printed file (the input of `build`)."""
-    book = PromptBook(Settings())
     written = 0
-    for article in load_articles([articles_dir]):
-        if not isinstance(article, Article):
-            continue
-        for call in LANGS:
-            path = recording_path(recordings, first_request(book, article, call))
-            if not path.is_file():
-                continue
-            content = json.loads(path.read_text(encoding="utf-8"))["response"]["choices"][0]["message"][
-                "content"
-            ]
-            text = json.dumps(json.loads(content), ensure_ascii=False, indent=2) + "\n"
-            atomic_write_text(answers / answer_name(article, call), text)
-            written += 1
+    for article, call, _, content in _recorded_answers(articles_dir, recordings):
+        text = json.dumps(json.loads(content), ensure_ascii=False, indent=2) + "\n"
+        atomic_write_text(answers / answer_name(article, call), text)
+        written += 1
     return written
 
 
