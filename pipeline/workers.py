@@ -15,7 +15,8 @@ import asyncio
 import multiprocessing
 import os
 import signal
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Protocol
@@ -74,23 +75,41 @@ class InlineWorkers:
 
 
 class PooledWorkers:
-    """Checking and rendering in `processes` worker processes. While the workers start (most of
-    a second), the runner's process does the work, as it would otherwise wait."""
+    """Checking and rendering in `processes` worker processes. They start in a background thread
+    (the forkserver imports the checks first: most of a second), and until they are up the
+    runner's process does the work, as it would otherwise wait."""
 
     def __init__(self, context: CheckContext, processes: int) -> None:
         self._inline = InlineWorkers(context)
         self._pool = ProcessPoolExecutor(
             processes, mp_context=_worker_start(), initializer=_start_worker, initargs=(context,)
         )
-        self._started = self._pool.submit(_ready)
+        self._started: Future[bool] = Future()
+        self._starter = threading.Thread(target=self._start, name="newsdesk-workers", daemon=True)
+        self._starter.start()
         self.broken = False
         self.checked_in_workers = 0
+
+    def _start(self) -> None:
+        # Starting a process waits for the forkserver to finish its imports; in this thread the
+        # event loop goes on meanwhile.
+        try:
+            self._started.set_result(self._pool.submit(_ready).result())
+        except BaseException as exc:  # no process could start: the work stays inline
+            self._started.set_exception(exc)
 
     def wait_until_started(self, timeout: float = 60.0) -> None:
         self._started.result(timeout)
 
+    def _usable(self) -> bool:
+        if self.broken or not self._started.done():
+            return False
+        if self._started.exception() is not None:
+            self.broken = True
+        return not self.broken
+
     async def check(self, part: ModelPart, article: Article) -> list[Finding]:
-        if not self.broken and self._started.done():
+        if self._usable():
             loop = asyncio.get_running_loop()
             try:
                 findings = await loop.run_in_executor(self._pool, _check_in_worker, part, article)
@@ -102,7 +121,7 @@ class PooledWorkers:
         return await self._inline.check(part, article)
 
     async def render(self, analysis: Analysis, site: SiteInfo) -> RenderedArticle:
-        if not self.broken and self._started.done():
+        if self._usable():
             loop = asyncio.get_running_loop()
             try:
                 return await loop.run_in_executor(self._pool, render_article, analysis, site)
@@ -112,6 +131,7 @@ class PooledWorkers:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._starter.join()
 
 
 def check_processes(setting: int | None, articles: int) -> int:

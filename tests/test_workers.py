@@ -11,6 +11,8 @@ import re
 import runpy
 import signal
 import sqlite3
+import threading
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,14 @@ def part_of(analysis: Analysis) -> ModelPart:
     return ModelPart(scores=analysis.scores, tags=analysis.tags, en=analysis.en, zh=analysis.zh)
 
 
+def fixture_pairs(
+    inline_run: Path, fixture_articles: list[Article], count: int
+) -> list[tuple[ModelPart, Article]]:
+    articles = {a.id: a for a in fixture_articles}
+    pairs = [(part_of(analysis), articles[analysis.article.id]) for analysis in iter_analyses(inline_run)]
+    return pairs[:count]
+
+
 @pytest.fixture(scope="module")
 def inline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("inline")
@@ -96,10 +106,7 @@ def test_a_dead_worker_sends_the_remaining_checks_to_the_runner(
 ) -> None:
     book = PromptBook(Settings())
     context = CheckContext(book.glossary, book.system_prompt)
-    articles = {a.id: a for a in fixture_articles}
-    pairs: list[tuple[ModelPart, Article]] = [
-        (part_of(analysis), articles[analysis.article.id]) for analysis in iter_analyses(inline_run)
-    ][:3]
+    pairs = fixture_pairs(inline_run, fixture_articles, 3)
     workers = PooledWorkers(context, 2)
     try:
 
@@ -122,6 +129,60 @@ def test_a_dead_worker_sends_the_remaining_checks_to_the_runner(
     assert workers.checked_in_workers == len(pairs), "the first round was checked by the workers"
     expected = [run_checks(part, article, context) for part, article in pairs]
     assert first == expected and again == expected
+
+
+def test_the_runner_checks_while_the_workers_start(
+    inline_run: Path, fixture_articles: list[Article], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting the workers waits for the forkserver's imports; the runner must not."""
+    release = threading.Event()
+    real_ready = workers_module._ready
+
+    class HeldPool(ProcessPoolExecutor):  # its first task (the start probe) waits for `release`
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if fn is real_ready:
+                release.wait(30)
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(workers_module, "ProcessPoolExecutor", HeldPool)
+    book = PromptBook(Settings())
+    context = CheckContext(book.glossary, book.system_prompt)
+    ((part, article),) = fixture_pairs(inline_run, fixture_articles, 1)
+    workers = PooledWorkers(context, 2)  # returns while the start is held
+    try:
+        before = asyncio.run(workers.check(part, article))
+        assert workers.checked_in_workers == 0 and not workers.broken, "checked in the runner's process"
+        release.set()
+        workers.wait_until_started()
+        after = asyncio.run(workers.check(part, article))
+        assert workers.checked_in_workers == 1, "checked by a worker once they are up"
+    finally:
+        release.set()
+        workers.close()
+    assert before == after == run_checks(part, article, context)
+
+
+class Unsendable(str):
+    def __reduce__(self) -> str:
+        raise TypeError("this text cannot be sent to another process")
+
+
+def test_workers_that_cannot_start_leave_the_work_to_the_runner(
+    inline_run: Path, fixture_articles: list[Article]
+) -> None:
+    book = PromptBook(Settings())
+    context = CheckContext(book.glossary, book.system_prompt)
+    unsendable = CheckContext(book.glossary, Unsendable(book.system_prompt))
+    ((part, article),) = fixture_pairs(inline_run, fixture_articles, 1)
+    workers = PooledWorkers(unsendable, 2)  # a worker's start arguments cannot be pickled
+    try:
+        with pytest.raises(TypeError):
+            workers.wait_until_started()
+        findings = asyncio.run(workers.check(part, article))
+    finally:
+        workers.close()
+    assert workers.broken and workers.checked_in_workers == 0
+    assert findings == run_checks(part, article, context)
 
 
 def test_workers_start_for_big_runs_only() -> None:

@@ -7,7 +7,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import trafilatura
 import yaml
 
 _HEADER_LABELS = {
@@ -112,6 +111,8 @@ def _front_matter(block: str) -> dict[str, str]:
 
 
 def parse_html(text: str) -> RawArticle:
+    import trafilatura  # imported on the first HTML page: it takes a tenth of a second to load
+
     document = trafilatura.bare_extraction(
         text, with_metadata=True, include_comments=False, include_tables=True, favor_precision=True
     )
