@@ -4,59 +4,57 @@
     python bench/overhead.py 200 1000   # other sizes
 
 Each size runs in its own process. Runs of 50 articles or more check answers in worker processes
-(one per CPU), so memory and CPU are measured over the whole process tree: a sampler reads
-/proc every 20 ms and keeps the peak of the summed resident memory and each process's CPU time.
+(one per CPU), so memory and CPU are measured over the whole process tree. The sampling is done
+from this script's process, outside the measured one: every 50 ms it reads /proc for the run's
+process and its descendants and keeps the peak of their summed resident memory and each process's
+CPU time. (A sampler inside the run would take its share of the run's CPU and interpreter lock.)
 Target: <= 10 ms per article, memory flat in the number of articles.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-SAMPLER = """
-import os, threading
-from pathlib import Path
 PAGE, TICK = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
 
-def tree(root):
-    children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append((int(stat.parent.name), fields))
-    found, todo = [], [root]
-    while todo:
-        for pid, fields in children.get(todo.pop(), []):
-            found.append((pid, fields)); todo.append(pid)
-    return found
 
-class Sampler(threading.Thread):
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.peak_rss, self.cpu, self.stop = 0, {}, threading.Event()
-    def run(self):
-        me = os.getpid()
-        while not self.stop.wait(0.02):
-            own = int(Path("/proc/self/statm").read_text().split()[1]) * PAGE
-            rss = own
-            for pid, fields in tree(me):
-                rss += int(fields[21]) * PAGE
-                self.cpu[pid] = (int(fields[11]) + int(fields[12])) / TICK
-            self.peak_rss = max(self.peak_rss, rss)
-"""
+class TreeSample:
+    """The peak summed memory of a process tree and the last CPU time seen of each process in it."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.peak_rss = 0
+        self.cpu: dict[int, float] = {}
+
+    def take(self) -> None:
+        rss, todo = 0, [self.root]
+        while todo:
+            pid = todo.pop()
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                tasks = list(Path(f"/proc/{pid}/task").iterdir())
+            except OSError:  # it has just exited
+                continue
+            rss += int(fields[21]) * PAGE
+            self.cpu[pid] = (int(fields[11]) + int(fields[12])) / TICK
+            for task in tasks:  # a child is listed under the thread that started it
+                try:
+                    todo += [int(child) for child in (task / "children").read_text().split()]
+                except OSError:
+                    continue
+        self.peak_rss = max(self.peak_rss, rss)
 
 
 def measure(count: int) -> dict[str, float]:
     code = f"""
-import asyncio, io, json, resource, sys, time
+import asyncio, io, json, resource, shutil, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, {str(HERE)!r})
 from corpus import write_corpus
@@ -66,28 +64,40 @@ from pipeline.model.replay import ReplayModel
 from pipeline.prompts import PromptBook
 from pipeline.runner import Runner, RunOptions
 from pipeline.workers import check_processes
-{SAMPLER}
-work = Path({tempfile.mkdtemp(prefix="newsdesk-bench-")!r})
-write_corpus(work / "in", {count}, work / "rec")
-base_rss = int(Path("/proc/self/statm").read_text().split()[1]) * PAGE
-settings = Settings(concurrency=16)
-runner = Runner(settings, ReplayModel(work / "rec"), PromptBook(settings), PlainProgress(io.StringIO()))
-sampler = Sampler(); sampler.start()
-cpu0, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-report = asyncio.run(runner.run([work / "in"], RunOptions(out=work / "out", mode="replay")))
-elapsed = time.perf_counter() - started
-cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-sampler.stop.set(); sampler.join()
-assert report.counts["ok"] == {count}, report.counts
-cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime) + sum(sampler.cpu.values())
-print(json.dumps({{"articles": {count}, "seconds": elapsed, "ms_per_article": 1000 * elapsed / {count},
-                   "cpu_ms_per_article": 1000 * cpu / {count},
-                   "processes": check_processes(settings.check_processes, {count}),
-                   "peak_rss_mb": sampler.peak_rss / 2**20, "main_growth_mb": (resource.getrusage(
-                       resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss) / 2**20}}))
+
+if __name__ == "__main__":
+    work = Path(tempfile.mkdtemp(prefix="newsdesk-bench-"))
+    write_corpus(work / "in", {count}, work / "rec")
+    base_kb = int(Path("/proc/self/statm").read_text().split()[1]) * {PAGE} // 1024
+    settings = Settings(concurrency=16)
+    runner = Runner(settings, ReplayModel(work / "rec"), PromptBook(settings), PlainProgress(io.StringIO()))
+    print("start", flush=True)
+    cpu0, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    report = asyncio.run(runner.run([work / "in"], RunOptions(out=work / "out", mode="replay")))
+    elapsed = time.perf_counter() - started
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    shutil.rmtree(work)
+    assert report.counts["ok"] == {count}, report.counts
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    growth_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kb
+    print(json.dumps({{"seconds": elapsed, "cpu_s": cpu, "main_growth_mb": growth_kb / 1024,
+                      "processes": check_processes(settings.check_processes, {count})}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert run.stdout is not None
+    if run.stdout.readline().strip() != "start":  # the corpus is written: the run begins
+        raise SystemExit(f"the benchmark run failed (exit {run.wait()})")
+    sample = TreeSample(run.pid)
+    while run.poll() is None:
+        sample.take()
+        time.sleep(0.05)
+    if run.returncode != 0:
+        raise SystemExit(f"the benchmark run failed (exit {run.returncode})")
+    result: dict[str, float] = json.loads(run.stdout.read().strip().splitlines()[-1])
+    helpers_cpu = sum(cpu for pid, cpu in sample.cpu.items() if pid != run.pid)  # workers, forkserver
+    result.update(articles=count, ms_per_article=1000 * result["seconds"] / count,
+                  cpu_ms_per_article=1000 * (result["cpu_s"] + helpers_cpu) / count,
+                  peak_rss_mb=sample.peak_rss / 2**20)  # fmt: skip
     return result
 
 
