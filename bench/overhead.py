@@ -54,7 +54,7 @@ class TreeSample:
 
 def measure(count: int) -> dict[str, float]:
     code = f"""
-import asyncio, io, json, resource, shutil, sys, tempfile, time
+import asyncio, json, os, resource, shutil, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, {str(HERE)!r})
 from corpus import write_corpus
@@ -70,7 +70,8 @@ if __name__ == "__main__":
     write_corpus(work / "in", {count}, work / "rec")
     base_kb = int(Path("/proc/self/statm").read_text().split()[1]) * {PAGE} // 1024
     settings = Settings(concurrency=16)
-    runner = Runner(settings, ReplayModel(work / "rec"), PromptBook(settings), PlainProgress(io.StringIO()))
+    progress = PlainProgress(open(os.devnull, "w"))  # a line per article, written out as on a terminal
+    runner = Runner(settings, ReplayModel(work / "rec"), PromptBook(settings), progress)
     print("start", flush=True)
     cpu0, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     report = asyncio.run(runner.run([work / "in"], RunOptions(out=work / "out", mode="replay")))
