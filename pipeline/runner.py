@@ -412,7 +412,7 @@ def copy_atomically(source: Path, target: Path) -> None:
     atomic_write_chunks(target, _text_pieces(source))
 
 
-def _text_pieces(path: Path, size: int = 1 << 20) -> Iterator[str]:
+def _text_pieces(path: Path, size: int = 1 << 16) -> Iterator[str]:
     with path.open(encoding="utf-8", newline="") as handle:
         while piece := handle.read(size):
             yield piece
