@@ -242,8 +242,25 @@ class Runner:
 
     async def _process_all(self, items: Iterator[Article | InputFailure], options: RunOptions,
                            budget: Budget | None, record: _Record, events: EventLog) -> None:  # fmt: skip
-        slots = asyncio.Semaphore(self.settings.concurrency)
         running: set[asyncio.Task[None]] = set()
+        try:
+            await self._start_all(items, options, budget, record, events, running)
+            if running:
+                await asyncio.gather(*running)
+        except BaseException:
+            # interrupted (Ctrl-C cancels this task) or failed: the articles in flight stop before
+            # the spool, the index and the workers they report to are closed
+            in_flight = list(running)
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            raise
+
+    async def _start_all(self, items: Iterator[Article | InputFailure], options: RunOptions,
+                         budget: Budget | None, record: _Record, events: EventLog,
+                         running: set[asyncio.Task[None]]) -> None:  # fmt: skip
+        """Start a task per article to process, as slots free up; record the others at once."""
+        slots = asyncio.Semaphore(self.settings.concurrency)
         first_by_hash: dict[str, str] = {}
         budget_noted = False
         for item in items:
@@ -274,8 +291,6 @@ class Runner:
             task = asyncio.create_task(self._one(item, options.out, budget, reserved, record, slots))
             running.add(task)
             task.add_done_callback(running.discard)
-        if running:
-            await asyncio.gather(*running)
 
     async def _one(self, article: Article, out: Path, budget: Budget | None, reserved: float,
                    record: _Record, slots: asyncio.Semaphore) -> None:  # fmt: skip

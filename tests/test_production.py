@@ -27,9 +27,10 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
+from pipeline import runner as runner_module
 from pipeline.batch import ENDPOINT, STATE, _pending_requests, batch_line
 from pipeline.cli import app
-from pipeline.config import resolve_settings
+from pipeline.config import Settings, resolve_settings
 from pipeline.console import PlainProgress
 from pipeline.ingest import load_articles
 from pipeline.ingest.article import Article
@@ -39,7 +40,7 @@ from pipeline.model.ratelimit import RateGate
 from pipeline.model.replay import ReplayModel
 from pipeline.prompts import PromptBook
 from pipeline.runner import Runner, RunOptions
-from pipeline.schema import Analysis
+from pipeline.schema import Analysis, ModelPart
 from pipeline.testing.server import (
     FakeOpenAIServer,
     FaultPlan,
@@ -48,6 +49,8 @@ from pipeline.testing.server import (
     find_recording,
     load_recordings,
 )
+from pipeline.validate.findings import Finding
+from pipeline.workers import InlineWorkers
 from tests.conftest import ARTICLES, RECORDINGS, ROOT, cli_env, run_newsdesk
 
 API_KEY = "ndk-prod-9876543210ZYXWVUTSRQPONMLKJIHGFEDCBA"  # not sk-shaped: only real redaction hides it
@@ -279,6 +282,44 @@ def test_kill_9_leaves_no_torn_file_and_the_rerun_pays_only_for_what_is_missing(
     assert len(finished()) == 13
     assert [p for p in out.rglob("*.tmp")] == []
     assert journaled() == [], "the journal is cleared once every article is written"
+
+
+def test_an_interrupted_run_stops_its_articles_before_closing_what_they_write_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C cancels the run while articles are in flight: they must be stopped before the
+    report spool, the index and the workers are closed, or they finish into closed files."""
+    out = tmp_path / "out"
+    in_checks: list[str] = []
+    pending_at_close: list[asyncio.Task[Any]] = []
+
+    class HeldWorkers(InlineWorkers):
+        async def check(self, part: ModelPart, article: Article) -> list[Finding]:
+            in_checks.append(article.id)
+            await asyncio.Event().wait()  # held until cancelled
+            raise AssertionError("unreachable")
+
+        def close(self) -> None:
+            articles = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "Runner._one"]
+            pending_at_close.extend(t for t in articles if not t.done())
+
+    settings = Settings(concurrency=2, check_processes=1)
+    book = PromptBook(settings)
+    monkeypatch.setattr(runner_module, "new_workers", lambda context, processes: HeldWorkers(context))
+    runner = Runner(settings, ReplayModel(RECORDINGS), book, PlainProgress(io.StringIO()))
+
+    async def interrupt() -> None:
+        run = asyncio.create_task(runner.run([ARTICLES], RunOptions(out=out, mode="replay")))
+        while len(in_checks) < 2:  # both slots busy: the runner waits for a free one
+            await asyncio.sleep(0.01)
+        run.cancel()  # what Ctrl-C does to the run
+        with pytest.raises(asyncio.CancelledError):
+            await run
+
+    asyncio.run(interrupt())
+    assert len(in_checks) == 2
+    assert pending_at_close == [], "no article was still running when the run closed its files"
+    assert list(out.rglob("*.tmp")) == [] and list((out / "runs").glob(".*")) == []
 
 
 # ----------------------------------------------------------------------------- 3. the call journal
