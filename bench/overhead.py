@@ -73,11 +73,13 @@ if __name__ == "__main__":
     progress = PlainProgress(open(os.devnull, "w"))  # a line per article, written out as on a terminal
     runner = Runner(settings, ReplayModel(work / "rec"), PromptBook(settings), progress)
     print("start", flush=True)
-    cpu0, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    report = asyncio.run(runner.run([work / "in"], RunOptions(out=work / "out", mode="replay")))
-    elapsed = time.perf_counter() - started
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    shutil.rmtree(work)
+    try:
+        cpu0, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        report = asyncio.run(runner.run([work / "in"], RunOptions(out=work / "out", mode="replay")))
+        elapsed = time.perf_counter() - started
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        shutil.rmtree(work)
     assert report.counts["ok"] == {count}, report.counts
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     growth_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kb
