@@ -146,8 +146,9 @@ def run_command(
         options = RunOptions(out=out, force=force, shard=_shard(shard))
         book = PromptBook(settings)
         if dry_run:
-            show_dry_run(dry_run_estimate(paths, settings, book), settings)
-            raise typer.Exit(0)
+            estimate = dry_run_estimate(paths, settings, book)
+            show_dry_run(estimate, settings)
+            raise typer.Exit(1 if estimate.failures else 0)  # as a run exits when an input fails
         if strict_replay and not replay:
             raise ConfigError("--strict-replay goes with --replay DIR")
         chat, mode, journal = build_model(settings, replay, record, out, strict_replay)

@@ -153,6 +153,9 @@ def show_dry_run(result: DryRun, settings: Settings) -> None:
         if result.cost_usd is not None
         else f"unknown (no price for {settings.model})"
     )
+    for failure in result.failures:  # the line a run prints for it
+        entry = ArticleEntry(id=None, source=failure.input_path, status="failed", error=failure.reason)
+        print(entry_line(entry))
     print(f"dry run: {result.articles} article(s), {result.failed_inputs} unreadable input(s), "
           f"{result.requests} request(s)")  # fmt: skip
     print(f"estimated tokens: {result.prompt_tokens} prompt + {result.completion_tokens} completion "

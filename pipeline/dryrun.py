@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import Settings
@@ -18,11 +18,15 @@ from pipeline.schema import LANGS, Usage
 @dataclass
 class DryRun:
     articles: int = 0
-    failed_inputs: int = 0
+    failures: list[InputFailure] = field(default_factory=list)  # inputs that cannot be read, and why
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0  # assumed: half of max_output_tokens per call
     cost_usd: float | None = None
+
+    @property
+    def failed_inputs(self) -> int:
+        return len(self.failures)
 
 
 def request_tokens(body: dict[str, object]) -> int:
@@ -43,7 +47,7 @@ def dry_run(paths: Iterable[Path], settings: Settings, book: PromptBook) -> DryR
     limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
     for item in load_articles(paths, limits):
         if isinstance(item, InputFailure):
-            result.failed_inputs += 1
+            result.failures.append(item)
             continue
         result.articles += 1
         for call in LANGS:

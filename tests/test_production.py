@@ -322,6 +322,21 @@ def test_an_interrupted_run_stops_its_articles_before_closing_what_they_write_to
     assert list(out.rglob("*.tmp")) == [] and list((out / "runs").glob(".*")) == []
 
 
+def test_a_dry_run_estimates_every_request_and_names_each_unreadable_input(tmp_path: Path) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    shutil.copytree(ARTICLES, inputs)
+    (inputs / "broken.txt").write_bytes(b"\x00\x01\x02binary")
+    result = run_newsdesk("run", inputs, "--dry-run", "--out", out)
+    assert result.returncode == 1, "an unreadable input fails a dry run as it fails a run"
+    failed = [line for line in result.stdout.splitlines() if line.startswith("failed")]
+    assert failed == [f"failed    {inputs / 'broken.txt'}: binary file, not text"]
+    assert "dry run: 13 article(s), 1 unreadable input(s), 26 request(s)" in result.stdout
+    assert not out.exists(), "a dry run writes nothing and calls no model"
+    clean = run_newsdesk("run", ARTICLES, "--dry-run", "--out", out)
+    assert clean.returncode == 0, clean.stderr
+    assert "dry run: 13 article(s), 0 unreadable input(s), 26 request(s)" in clean.stdout
+
+
 # ----------------------------------------------------------------------------- 3. the call journal
 
 
