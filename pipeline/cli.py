@@ -166,6 +166,9 @@ def run_command(
             report = asyncio.run(_run(runner, chat, paths, options))
     except NewsdeskError as exc:
         fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted: the finished articles are written; run again to do the rest", err=True)
+        raise typer.Exit(130) from None
     if report.halted:
         typer.echo(f"Error: the run stopped early: {report.halted}", err=True)
     if report.index_error:

@@ -284,6 +284,39 @@ def test_kill_9_leaves_no_torn_file_and_the_rerun_pays_only_for_what_is_missing(
     assert journaled() == [], "the journal is cleared once every article is written"
 
 
+def test_ctrl_c_stops_the_run_with_one_line_and_the_rerun_finishes_it(tmp_path: Path) -> None:
+    fences = fixture_index()
+    out = tmp_path / "out"
+    args = ("run", str(ARTICLES), "--out", str(out), "--concurrency", "2")
+    script = GatedScript(fences)
+    with FakeOpenAIServer(script=script, api_key=API_KEY) as gated:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *args, "--base-url", gated.base_url],
+            cwd=ROOT, env=cli_env(API_KEY), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: len(list(out.glob("articles/*/analysis.json"))) == 3 and script.waiting == 3)
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            script.release.set()
+    assert process.returncode == 130
+    assert stderr.splitlines()[-1] == (
+        "Interrupted: the finished articles are written; run again to do the rest"
+    ), stderr
+    assert "Traceback" not in stderr and "exception" not in stderr
+    assert list(out.rglob("*.tmp")) == [] and not (out / NOTE_NAME).exists(), "no temporary file, no lock"
+
+    with FakeOpenAIServer(RECORDINGS, api_key=API_KEY) as healthy:
+        rerun = newsdesk(*args, "--base-url", healthy.base_url)
+    assert rerun.returncode == 0, rerun.stderr
+    counts = report_of(out)["counts"]
+    assert (counts["ok"], counts["skipped"]) == (10, 3)
+
+
 def test_an_interrupted_run_stops_its_articles_before_closing_what_they_write_to(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
