@@ -3,11 +3,12 @@
     python bench/overhead.py            # 1,000 and 5,000 articles
     python bench/overhead.py 200 1000   # other sizes
 
-Each size runs in its own process. Runs of 50 articles or more check answers in worker processes
-(one per CPU), so memory and CPU are measured over the whole process tree. The sampling is done
-from this script's process, outside the measured one: every 50 ms it reads /proc for the run's
-process and its descendants and keeps the peak of their summed resident memory and each process's
-CPU time. (A sampler inside the run would take its share of the run's CPU and interpreter lock.)
+Each size runs in its own process. Runs of 50 articles or more check and write articles in worker
+processes (one more than the CPUs), so memory and CPU are measured over the whole process tree. The
+sampling is done from this script's process, outside the measured one: every 50 ms it reads /proc
+for the run's process and its descendants and keeps the peak of their summed resident memory and
+each process's CPU time. (A sampler inside the run would take its share of the run's CPU and
+interpreter lock.)
 Target: <= 10 ms per article, memory flat in the number of articles.
 """
 
@@ -105,7 +106,12 @@ if __name__ == "__main__":
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [1000, 5000]
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(__doc__)
+        return
+    if not all(arg.isdigit() for arg in sys.argv[1:]):
+        raise SystemExit("usage: python bench/overhead.py [ARTICLES ...]   (sizes, such as 1000 5000)")
+    sizes = [int(arg) for arg in sys.argv[1:]] or [1000, 5000]
     print(f"{'articles':>9} {'seconds':>8} {'ms/article':>11} {'CPU ms/article':>15} {'check procs':>12} "
           f"{'peak RSS MB (all)':>18} {'main growth MB':>15}")  # fmt: skip
     for count in sizes:

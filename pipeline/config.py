@@ -48,7 +48,7 @@ class Settings(BaseModel):
     concurrency: int = Field(4, ge=1, le=256, description="Articles processed at once.")
     check_processes: int | None = Field(
         None, ge=1, le=64,
-        description="Processes that check answers and render pages; None = one per CPU from 50 articles.",
+        description="Processes that check answers and write pages; None = CPUs + 1 from 50 articles.",
     )  # fmt: skip
     rpm: int | None = Field(None, ge=1, description="Client-side cap on requests per minute.")
     tpm: int | None = Field(None, ge=1, description="Client-side cap on tokens per minute.")

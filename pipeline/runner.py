@@ -27,7 +27,7 @@ from pipeline.analyze import Analyzer, ArticleOutcome, check_context
 from pipeline.config import Settings
 from pipeline.cost import cost_usd
 from pipeline.emit.index import IndexSpool, write_index
-from pipeline.emit.output import article_dir, read_analysis, write_rendered
+from pipeline.emit.output import article_dir, read_analysis
 from pipeline.emit.render import SiteInfo
 from pipeline.emit.write import atomic_write_chunks
 from pipeline.errors import OutputError
@@ -369,11 +369,10 @@ class Runner:
         entry = self._entry(article, outcome)
         if outcome.analysis is not None:
             try:
-                rendered = await self.analyzer.workers.render(outcome.analysis, self.site)
-                # written in a thread: while this article is fsynced, the event loop goes on
-                entry.outputs = await asyncio.to_thread(write_rendered, out, rendered)
+                written = await self.analyzer.workers.publish(outcome.analysis, self.site, out)
+                entry.outputs = written.outputs
                 if self._index is not None:
-                    entries = rendered.index_entry, rendered.feed_entry
+                    entries = written.index_entry, written.feed_entry
                     self._index.add(Path(entry.outputs[-1]), outcome.analysis, entries)
             except OSError as exc:
                 entry.status, entry.error = "failed", f"cannot write to {out}: {exc.strerror or exc}"

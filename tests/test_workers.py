@@ -4,6 +4,7 @@ articles were written. Both must give exactly what the plain path gives."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
 import os
@@ -12,7 +13,6 @@ import runpy
 import signal
 import sqlite3
 import threading
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,7 @@ from pipeline.prompts import PromptBook
 from pipeline.report import RunReport
 from pipeline.runner import Runner, RunOptions
 from pipeline.schema import Analysis, ModelPart
+from pipeline.validate.findings import Finding
 from pipeline.workers import (
     POOL_MIN_ARTICLES,
     CheckContext,
@@ -115,7 +116,7 @@ def test_a_dead_worker_sends_the_remaining_checks_to_the_runner(
 
         workers.wait_until_started()
         first = asyncio.run(check_all())
-        processes = list(workers._pool._processes.values())
+        processes = list(workers._processes)
         assert processes, "the workers started"
         for process in processes:
             assert process.pid is not None
@@ -131,20 +132,95 @@ def test_a_dead_worker_sends_the_remaining_checks_to_the_runner(
     assert first == expected and again == expected
 
 
+def started_pool(processes: int = 2) -> tuple[PooledWorkers, CheckContext]:
+    book = PromptBook(Settings())
+    context = CheckContext(book.glossary, book.system_prompt)
+    workers = PooledWorkers(context, processes)
+    workers.wait_until_started()
+    return workers, context
+
+
+def test_a_worker_that_dies_with_a_job_in_it_leaves_that_job_to_the_runner(
+    inline_run: Path, fixture_articles: list[Article]
+) -> None:
+    pairs = fixture_pairs(inline_run, fixture_articles, 2)
+    workers, context = started_pool()
+    try:
+
+        async def check_while_the_workers_die() -> list[list[object]]:
+            for process in workers._processes:  # held, so the jobs sit in them unanswered
+                assert process.pid is not None
+                os.kill(process.pid, signal.SIGSTOP)
+            jobs = [asyncio.create_task(workers.check(part, article)) for part, article in pairs]
+            while len(workers._busy) < len(pairs):
+                await asyncio.sleep(0.01)
+            for process in workers._processes:
+                assert process.pid is not None
+                os.kill(process.pid, signal.SIGKILL)
+            return await asyncio.gather(*jobs)
+
+        findings = asyncio.run(check_while_the_workers_die())
+    finally:
+        workers.close()
+    assert workers.broken and workers.checked_in_workers == 0
+    assert findings == [run_checks(part, article, context) for part, article in pairs]
+
+
+def test_an_error_in_a_worker_is_raised_in_the_runner_as_it_would_be_inline(
+    inline_run: Path, tmp_path: Path
+) -> None:
+    (analysis, *_) = iter_analyses(inline_run)
+    blocked = tmp_path / "out"
+    blocked.write_text("a file where the output folder should be", encoding="utf-8")
+    workers, _ = started_pool()
+    try:
+        with pytest.raises(NotADirectoryError) as raised:
+            asyncio.run(workers.publish(analysis, SiteInfo(), blocked))
+        written = asyncio.run(workers.publish(analysis, SiteInfo(), tmp_path / "fine"))
+    finally:
+        workers.close()
+    assert raised.value.errno == errno.ENOTDIR and raised.value.strerror, "the runner reports its reason"
+    assert not workers.broken, "the worker goes on after an error in one job"
+    folder = inline_run / "articles" / analysis.article.id
+    expected = [(folder / name).read_bytes() for name in ("article.html", "article.md", "analysis.json")]
+    assert [Path(path).read_bytes() for path in written.outputs] == expected, "the same files as inline"
+
+
+def test_a_job_cancelled_in_a_worker_does_not_answer_the_next_one(
+    inline_run: Path, fixture_articles: list[Article]
+) -> None:
+    (first, second) = fixture_pairs(inline_run, fixture_articles, 2)
+    workers, context = started_pool(processes=1)
+    try:
+
+        async def cancel_then_check() -> list[Finding]:
+            cancelled = asyncio.create_task(workers.check(*first))
+            while not workers._busy:
+                await asyncio.sleep(0.001)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            return await workers.check(*second)
+
+        findings = asyncio.run(cancel_then_check())
+    finally:
+        workers.close()
+    assert findings == run_checks(*second, context) != run_checks(*first, context)
+    assert workers.checked_in_workers == 1 and not workers.broken
+
+
 def test_the_runner_checks_while_the_workers_start(
     inline_run: Path, fixture_articles: list[Article], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Starting the workers waits for the forkserver's imports; the runner must not."""
     release = threading.Event()
-    real_ready = workers_module._ready
+    real_spawn = PooledWorkers._spawn
 
-    class HeldPool(ProcessPoolExecutor):  # its first task (the start probe) waits for `release`
-        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
-            if fn is real_ready:
-                release.wait(30)
-            return super().submit(fn, *args, **kwargs)
+    def held_spawn(self: PooledWorkers) -> None:  # the processes start once `release` is set
+        release.wait(30)
+        real_spawn(self)
 
-    monkeypatch.setattr(workers_module, "ProcessPoolExecutor", HeldPool)
+    monkeypatch.setattr(PooledWorkers, "_spawn", held_spawn)
     book = PromptBook(Settings())
     context = CheckContext(book.glossary, book.system_prompt)
     ((part, article),) = fixture_pairs(inline_run, fixture_articles, 1)
@@ -187,7 +263,7 @@ def test_workers_that_cannot_start_leave_the_work_to_the_runner(
 
 def test_workers_start_for_big_runs_only() -> None:
     assert check_processes(None, POOL_MIN_ARTICLES - 1) == 1
-    assert check_processes(None, POOL_MIN_ARTICLES) == usable_cpus()
+    assert check_processes(None, POOL_MIN_ARTICLES) == usable_cpus() + 1
     assert check_processes(3, 1) == 3, "an explicit setting always wins"
 
 

@@ -64,9 +64,24 @@ def write_rendered(out: Path, rendered: RenderedArticle) -> list[str]:
     return [str(folder / name) for name in ARTICLE_FILES]
 
 
+@dataclass(frozen=True)
+class WrittenArticle:
+    """Where one article's files are, and its entries on the index page and in the feed."""
+
+    outputs: list[str]
+    index_entry: str
+    feed_entry: str
+
+
+def publish_article(out: Path, analysis: Analysis, site: SiteInfo) -> WrittenArticle:
+    """Render and write one article (a run does this in its worker processes)."""
+    rendered = render_article(analysis, site)
+    return WrittenArticle(write_rendered(out, rendered), rendered.index_entry, rendered.feed_entry)
+
+
 def write_article(out: Path, analysis: Analysis, site: SiteInfo) -> list[str]:
-    """Render and write one article (the runner renders in its workers, then calls write_rendered)."""
-    return write_rendered(out, render_article(analysis, site))
+    """Render and write one article."""
+    return publish_article(out, analysis, site).outputs
 
 
 def read_analysis(path: Path) -> Analysis | None:
