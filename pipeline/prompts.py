@@ -191,6 +191,7 @@ class PromptBook:
             undefined=StrictUndefined,
             autoescape=False,
             keep_trailing_newline=False,
+            auto_reload=False,  # the prompt version is of the templates as read at the start of the run
         )
         glossary_paths = [d / "glossary.toml" for d in reversed(dirs) if (d / "glossary.toml").is_file()]
         self.glossary = load_glossary(glossary_paths + list(settings.glossary_files))

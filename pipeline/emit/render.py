@@ -59,6 +59,7 @@ def _env() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         finalize=_finalize,
+        auto_reload=False,  # the package's templates do not change while it runs: no stat per render
     )
 
 
