@@ -288,7 +288,7 @@ def _approx_after(after: str) -> bool:
 
 def _approx_before(before: str) -> bool:
     """Whether `before` ends with "about", "nearly", "约"...: the figure after it is approximate."""
-    stripped = before.rstrip(_ASCII_SPACE)  # what `\s*$` skips (ASCII), as the pattern this replaced
+    stripped = before.rstrip(_ASCII_SPACE)  # the whitespace `\s` is under re.ASCII, as in the patterns
     return stripped[-_LONGEST_APPROX:].lower().endswith(_APPROX_WORDS_LOWER)
 
 
