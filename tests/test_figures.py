@@ -440,3 +440,31 @@ def test_taken_spans_overlap_exactly_when_a_pairwise_test_says_so(spans: list[tu
         if not overlaps:
             taken.add(span)
             kept.append(span)
+
+
+FIGURE_ALPHABET = st.sampled_from(
+    [*"0123456789.,$%- \n", "US$", "bn", "million", "万", "亿", "美元", "约", "about ", "Q3 ", "2026年",
+     "第三季度", "三", "十", "百分之", "个百分点", "kWh", "吨", "May ", "nearly "]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(texts=st.lists(st.lists(FIGURE_ALPHABET, max_size=20).map("".join), min_size=1, max_size=6))
+@example(texts=["US$ 5 bn", "US$5 bn", "US$5bn"])  # the same number and groups, written differently
+@example(texts=["三亿美元", "3亿美元", "约3亿美元"])
+def test_a_memo_shared_by_many_texts_gives_each_text_its_own_figures(texts: list[str]) -> None:
+    """A check parses all the fields of an answer with one memo: a figure read in one field is
+    reused in the next, and must come out exactly as that field alone would give it."""
+    memo: figures.Memo = {}
+    for text in texts:
+        assert figures_in(text, memo=memo) == figures_in(text)
+        assert figures_in(text, liberal=True, memo=memo) == figures_in(text, liberal=True)
+
+
+def test_a_figure_repeated_in_another_text_is_read_from_the_memo() -> None:
+    memo: figures.Memo = {}
+    first = figures_in("Revenue rose to $3.2 billion, up 12%.", memo=memo)
+    kept = dict(memo)
+    second = figures_in("Sales of $3.2 billion; margin up 12%.", memo=memo)
+    assert memo == kept, "nothing new was read"
+    assert [f.text for f in second] == [f.text for f in first] == ["$3.2 billion", "12%"]

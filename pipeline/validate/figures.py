@@ -242,12 +242,20 @@ def tolerance_of(number_text: str, scale: float) -> float:
     return min(half_unit, 0.05 * value) if value else half_unit
 
 
-def figures_in(text: str, *, liberal: bool = False) -> list[Figure]:
-    """Every figure in `text`. `liberal` also reads number words and bare Chinese numerals."""
+# The figures of a match, by its text and groups, which are all they depend on. An answer writes
+# each figure about six times (title, summary, TL;DR, key data, FAQ, the other language's source
+# figure): one check keeps one memo for all the texts it parses.
+Memo = dict[tuple[str | None, ...], list[Figure]]
+
+
+def figures_in(text: str, *, liberal: bool = False, memo: Memo | None = None) -> list[Figure]:
+    """Every figure in `text`. `liberal` also reads number words and bare Chinese numerals. `memo`
+    (any dict, shared between calls) keeps each distinct match's figures, so a repeat is not read
+    again."""
     found: list[Figure] = []
     placed: list[tuple[tuple[int, int], Figure]] = []
     taken = _Spans()
-    for group, span in _all_figures(text, liberal, taken):
+    for group, span in _all_figures(text, liberal, taken, {} if memo is None else memo):
         if taken.overlaps(span):
             continue
         start, end = span
@@ -331,13 +339,13 @@ Found = tuple[list[Figure], tuple[int, int]]  # the figures of one match (two fo
 _ANY_FIGURE_CHAR = re.compile(rf"[0-9{_CN_DIGITS}十百千万QJFMASONDqfst]")
 
 
-def _all_figures(text: str, liberal: bool, taken: _Spans) -> Iterator[Found]:
+def _all_figures(text: str, liberal: bool, taken: _Spans, memo: Memo) -> Iterator[Found]:
     if not liberal and not _ANY_FIGURE_CHAR.search(text):  # no digit, numeral, quarter or month here
         return
     yield from _quarters(text)
     yield from _months(text)
-    yield from _chinese_figures(text, liberal)
-    yield from _english_figures(text, taken)
+    yield from _chinese_figures(text, liberal, memo)
+    yield from _english_figures(text, taken, memo)
     if liberal:
         yield from _number_words(text)
 
@@ -392,9 +400,9 @@ def _english_matches(text: str) -> Iterator[re.Match[str]]:
         pos = match.end()
 
 
-def _english_figures(text: str, taken: _Spans | None = None) -> Iterator[Found]:
-    """English figures; with `taken`, the spans already read (a Chinese "2025年", "12%") are skipped
-    before any figure is built (figures_in would drop them anyway)."""
+def _english_figures(text: str, taken: _Spans, memo: Memo) -> Iterator[Found]:
+    """English figures; the spans already `taken` (a Chinese "2025年", "12%") are skipped before any
+    figure is built (figures_in would drop them anyway)."""
     length = len(text)
     for match in _english_matches(text):
         written = match.group(0).rstrip()  # the figure proper: the pattern's trailing spaces excluded
@@ -403,8 +411,13 @@ def _english_figures(text: str, taken: _Spans | None = None) -> Iterator[Found]:
         if _glued_to_word(text, first, end) or (end < length and text[end] in "十百千万亿"):
             continue
         span = (match.start(), end)
-        if taken is None or not taken.overlaps(span):
-            yield _english_match_figures(match, written.strip()), span
+        if not taken.overlaps(span):
+            figure_text = written.strip()
+            key = ("en", figure_text, *match.groups())
+            figures = memo.get(key)
+            if figures is None:
+                figures = memo[key] = _english_match_figures(match, figure_text)
+            yield figures, span
 
 
 def _glued_to_word(text: str, start: int, end: int | None = None) -> bool:
@@ -481,7 +494,7 @@ def _currency(prefix: str | None, word: str | None) -> str | None:
     return None
 
 
-def _chinese_figures(text: str, liberal: bool) -> Iterator[Found]:
+def _chinese_figures(text: str, liberal: bool, memo: Memo) -> Iterator[Found]:
     if text.isascii():  # no Chinese numeral, magnitude, unit or currency can appear
         return
     for match in _ZH_FIGURE.finditer(text):
@@ -493,7 +506,11 @@ def _chinese_figures(text: str, liberal: bool) -> Iterator[Found]:
                 continue
         elif not _chinese_numeral_is_figure(text, match, liberal):
             continue
-        yield _chinese_match_figures(match), match.span()
+        key = ("zh", match.group(0), *match.groups())
+        figures = memo.get(key)
+        if figures is None:
+            figures = memo[key] = _chinese_match_figures(match)
+        yield figures, match.span()
 
 
 def _chinese_numeral_is_figure(text: str, match: re.Match[str], liberal: bool) -> bool:

@@ -20,7 +20,7 @@ from functools import cached_property
 from pipeline.ingest.article import Article
 from pipeline.prompts import Glossary, mentions
 from pipeline.schema import KeyDataRow, Lang, ModelPart, Section
-from pipeline.validate.figures import Figure, FigureIndex, describe, figures_in, period_parts
+from pipeline.validate.figures import Figure, FigureIndex, Memo, describe, figures_in, period_parts
 from pipeline.validate.findings import Finding, Severity
 from pipeline.validate.rules import section_fields
 
@@ -37,6 +37,7 @@ class Source:
     """The source article as the checks need it: its text and its figures."""
 
     article: Article
+    memo: Memo = field(default_factory=dict, repr=False)  # shared with the answers' figures
     text: str = field(init=False)
     lowered: str = field(init=False)
     figures: list[Figure] = field(init=False)
@@ -45,7 +46,7 @@ class Source:
         meta = " ".join(x for x in (self.article.published_at or "",) if x)
         self.text = f"{self.article.title}\n{meta}\n{self.article.text}"
         self.lowered = self.text.lower()
-        self.figures = figures_in(self.text, liberal=True)
+        self.figures = figures_in(self.text, liberal=True, memo=self.memo)
         self.index = FigureIndex(self.figures)
         self.periods = [f for f in self.figures if f.kind == "period"]
 
@@ -93,7 +94,7 @@ def check_against_source(part: ModelPart, article: Article, glossary: Glossary) 
 
     def figures(text: str) -> list[Figure]:  # each field is parsed once per check
         if text not in parsed:
-            parsed[text] = figures_in(text)
+            parsed[text] = figures_in(text, memo=source.memo)
         return parsed[text]
 
     fields = {lang: split_fields(lang, part.en if lang == "en" else part.zh) for lang in _OTHER}
