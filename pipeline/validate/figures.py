@@ -243,8 +243,8 @@ def tolerance_of(number_text: str, scale: float) -> float:
 
 
 # The figures of a match, by its text and groups, which are all they depend on. An answer writes
-# each figure about six times (title, summary, TL;DR, key data, FAQ, the other language's source
-# figure): one check keeps one memo for all the texts it parses.
+# most figures several times (title, summary, TL;DR, key data, FAQ), mostly as its source does:
+# one check keeps one memo for the source and every field it parses.
 Memo = dict[tuple[str | None, ...], list[Figure]]
 
 
