@@ -4,7 +4,7 @@ Memory stays flat in the number of articles: each article's two entries (its blo
 page and its feed entry) are rendered once and kept, with the dates that order them, in a
 private temporary SQLite database (on disk, deleted when closed); the pages are streamed from it
 in their order, and SQLite sorts on disk when it must. A run renders the entries of the articles
-it writes as it writes them (see ``render_article``); at the end only the analyses it did not write
+it writes as it writes them (see ``publish_article``); at the end only the analyses it did not write
 are read.
 """
 

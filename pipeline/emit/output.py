@@ -35,36 +35,6 @@ def article_dir(out: Path, article_id: str) -> Path:
 
 
 @dataclass(frozen=True)
-class RenderedArticle:
-    """One article's three files, and its entries on the index page and in the feed."""
-
-    article_id: str
-    html: str
-    markdown: str
-    json: str
-    index_entry: str
-    feed_entry: str
-
-
-def render_article(analysis: Analysis, site: SiteInfo) -> RenderedArticle:
-    """Everything written for one article, rendered (pure: it runs in a worker process as well)."""
-    return RenderedArticle(
-        analysis.article.id, render_article_html(analysis, site), render_article_markdown(analysis),
-        render_analysis_json(analysis), str(index_entry_html(analysis)),
-        feed_entry_xml(analysis, site, feed_base(site.url)),
-    )  # fmt: skip
-
-
-def write_rendered(out: Path, rendered: RenderedArticle) -> list[str]:
-    """Write the three files of one article; analysis.json last, so it marks a complete set."""
-    folder = article_dir(out, rendered.article_id)
-    atomic_write_text(folder / "article.html", rendered.html)
-    atomic_write_text(folder / "article.md", rendered.markdown)
-    atomic_write_text(folder / "analysis.json", rendered.json)
-    return [str(folder / name) for name in ARTICLE_FILES]
-
-
-@dataclass(frozen=True)
 class WrittenArticle:
     """Where one article's files are, and its entries on the index page and in the feed."""
 
@@ -74,9 +44,17 @@ class WrittenArticle:
 
 
 def publish_article(out: Path, analysis: Analysis, site: SiteInfo) -> WrittenArticle:
-    """Render and write one article (a run does this in its worker processes)."""
-    rendered = render_article(analysis, site)
-    return WrittenArticle(write_rendered(out, rendered), rendered.index_entry, rendered.feed_entry)
+    """Write the three files of one article, analysis.json last, so it marks a complete set; and
+    render its index and feed entries while the analysis is at hand (a run does this in its worker
+    processes, and the index at the end of the run need not read the analysis again)."""
+    folder = article_dir(out, analysis.article.id)
+    atomic_write_text(folder / "article.html", render_article_html(analysis, site))
+    atomic_write_text(folder / "article.md", render_article_markdown(analysis))
+    atomic_write_text(folder / "analysis.json", render_analysis_json(analysis))
+    outputs = [str(folder / name) for name in ARTICLE_FILES]
+    return WrittenArticle(
+        outputs, str(index_entry_html(analysis)), feed_entry_xml(analysis, site, feed_base(site.url))
+    )
 
 
 def write_article(out: Path, analysis: Analysis, site: SiteInfo) -> list[str]:
