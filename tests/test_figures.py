@@ -178,10 +178,21 @@ def test_number_words_are_read_in_sources_only() -> None:
         ("more than 40 GW", True),
         ("about $780 million", True),
         ("$780 million", False),
+        ("About $780 million", True),
+        ("UP TO 12%", True),
+        ("nearly\t12%", True),
+        ("逾30亿元", True),
+        ("接近3000辆", True),
+        ("(about) 40 GW", False),
     ],
 )
 def test_hedged_figures_are_marked_approximate(text: str, approx: bool) -> None:
     assert one(text).approx is approx
+
+
+def test_a_number_too_long_to_have_a_value_is_not_a_figure() -> None:
+    assert parsed("1" * 400 + " million") == []
+    assert parsed("from $5bn to $" + "1" * 400 + "bn") == [("money", 5e9, "USD")]
 
 
 def test_the_text_of_a_figure_is_what_was_written() -> None:

@@ -253,21 +253,18 @@ def figures_in(text: str, *, liberal: bool = False, memo: Memo | None = None) ->
     (any dict, shared between calls) keeps each distinct match's figures, so a repeat is not read
     again."""
     found: list[Figure] = []
-    placed: list[tuple[tuple[int, int], Figure]] = []
+    placed: list[tuple[tuple[int, int], list[Figure]]] = []
     taken = _Spans()
     for group, span in _all_figures(text, liberal, taken, {} if memo is None else memo):
-        if taken.overlaps(span):
+        if not group or taken.overlaps(span):  # no group: an overflowing number ("1" x 400)
             continue
         start, end = span
-        if _approx_before(text[max(0, start - 20) : start]) or _approx_after(text[end : end + 4]):
+        if _approx_before(text, start) or _approx_after(text[end : end + 4]):
             group = [Figure(f.kind, f.value, f.unit, f.tolerance, f.text, True, f.factor) for f in group]
-        if not all(math.isfinite(f.value) for f in group):  # a 400-digit number is not a figure
-            group = [f for f in group if math.isfinite(f.value)]
-        if group:
-            found += group
-            placed += [(span, f) for f in group]
-            taken.add(span)
-    return found + _periods(text, placed)
+        found += group
+        placed.append((span, group))
+        taken.add(span)
+    return found + _periods(text, found, placed)
 
 
 class _Spans:
@@ -294,24 +291,38 @@ def _approx_after(after: str) -> bool:
     return bool(stripped) and stripped[0] in "左多余以" and bool(_APPROX_AFTER.match(after))
 
 
-def _approx_before(before: str) -> bool:
-    """Whether `before` ends with "about", "nearly", "约"...: the figure after it is approximate."""
-    stripped = before.rstrip(_ASCII_SPACE)  # the whitespace `\s` is under re.ASCII, as in the patterns
+def _approx_before(text: str, start: int) -> bool:
+    """Whether the text before `start` ends with "about", "nearly", "约"...: the figure from there
+    is approximate."""
+    if start and text[start - 1] not in _APPROX_LAST_CHARS:  # the usual case, decided at once
+        return False
+    # the whitespace `\s` is under re.ASCII, as in the patterns
+    stripped = text[max(0, start - 20) : start].rstrip(_ASCII_SPACE)
     return stripped[-_LONGEST_APPROX:].lower().endswith(_APPROX_WORDS_LOWER)
+
+
+# what can come just before an approximate figure: the last letter of a word for it, or a space
+_APPROX_LAST_CHARS = frozenset(
+    {word[-1] for word in _APPROX_WORDS_LOWER} | {word[-1].upper() for word in _APPROX_WORDS_LOWER}
+) | frozenset(_ASCII_SPACE)
 
 
 _PERIOD_GAP = re.compile(r"\s*(?:of\s+|in\s+)?(?:\d{1,2}(?:st|nd|rd|th)?,?\s*)?(?:日|号)?\s*")
 
 
-def _periods(text: str, placed: list[tuple[tuple[int, int], Figure]]) -> list[Figure]:
+def _periods(
+    text: str, found: list[Figure], placed: list[tuple[tuple[int, int], list[Figure]]]
+) -> list[Figure]:
     """A quarter or month next to its year ("fourth quarter of 2028", "2028年第四季度", "May 2026")."""
-    kinds = {figure.kind for _, figure in placed}
+    kinds = {figure.kind for figure in found}
     if "year" not in kinds or not kinds & {"quarter", "month"}:
         return []
     days = ("number",)  # a day between month and year ("December 14, 2026") is read by the gap pattern
     ordered = sorted(
-        (pair for pair in placed if not (pair[1].kind in days and pair[1].value <= 31)), key=lambda p: p[0][0]
-    )
+        ((span, figure) for span, group in placed for figure in group
+         if not (figure.kind in days and figure.value <= 31)),
+        key=lambda p: p[0][0],
+    )  # fmt: skip
     periods = []
     for (first_span, first), (second_span, second) in itertools.pairwise(ordered):
         kinds = {first.kind, second.kind}
@@ -423,7 +434,7 @@ def _english_figures(text: str, taken: _Spans, memo: Memo) -> Iterator[Found]:
 def _glued_to_word(text: str, start: int, end: int | None = None) -> bool:
     """Numbers that are part of Latin names (H200, 10-K, COVID-19, 5G, B2B) are not figures."""
     before = text[start - 1] if start > 0 else " "
-    if _latin(before) or before == "_":
+    if before.isascii() and (before.isalpha() or before == "_"):
         return True
     if before == "-" and start > 1 and _latin(text[start - 2]):
         word = re.search(r"[A-Za-z]+$", text[max(0, start - 12) : start - 1])
@@ -434,7 +445,7 @@ def _glued_to_word(text: str, start: int, end: int | None = None) -> bool:
     after = text[end] if end < len(text) else " "
     if after == "-" and _SINGLE_LETTER.match(text, end + 1):  # 10-K, 8-K filings
         return True
-    return _latin(after) or after.isdigit()
+    return (after.isascii() and after.isalpha()) or after.isdigit()
 
 
 _DATE_PREFIXES = frozenset(
@@ -461,7 +472,14 @@ def _english_match_figures(match: re.Match[str], text: str) -> list[Figure]:
     figures = [_english_figure(num, scale, currency, suffix, text)]
     if num2:
         figures.append(_english_figure(num2, scale, currency, suffix, text))
-    return figures
+    return _finite(figures)
+
+
+def _finite(figures: list[Figure]) -> list[Figure]:
+    """Without the numbers too long to have a value: a 400-digit number is not a figure."""
+    if all(math.isfinite(figure.value) for figure in figures):
+        return figures
+    return [figure for figure in figures if math.isfinite(figure.value)]
 
 
 def _english_figure(
@@ -555,7 +573,7 @@ def _chinese_match_figures(match: re.Match[str]) -> list[Figure]:
                                  bool(match.group("pre")), match.group(0))  # fmt: skip
         if figure is not None:
             figures.append(figure)
-    return figures
+    return _finite(figures)
 
 
 def _chinese_figure(value: float, tolerance: float, tail: str, pre: bool, text: str) -> Figure | None:
