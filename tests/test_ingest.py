@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from pipeline.ingest import InputFailure, Limits, discover, load_articles, load_file
 from pipeline.ingest.article import Article, estimate_tokens
 from pipeline.ingest.decode import declared_html_charset
+from pipeline.ingest.formats import MAX_JSON_DEPTH
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTICLES = ROOT / "fixtures" / "articles"
@@ -519,6 +520,30 @@ def test_pathological_input_never_raises_and_fails_alone(tmp_path: Path, name: s
         assert item.label.startswith(str(bad))
         if isinstance(item, InputFailure):
             assert_one_line(item.reason)
+
+
+def nested_article(depth: int) -> bytes:
+    """A well-formed JSON article with an extra field nested `depth` arrays deep."""
+    head = f'{{"title": {json.dumps(EN_TITLE)}, "text": {json.dumps(EN_BODY)}, "extra": '
+    return (head + "[" * depth + "]" * depth + "}").encode()
+
+
+def test_json_nested_past_the_limit_is_refused_the_same_way_on_every_python(tmp_path: Path) -> None:
+    # Python 3.11 gives up near 1,000 levels, 3.12 and 3.13 parse far deeper: our own limit decides.
+    for depth, name in ((MAX_JSON_DEPTH + 1, "a.json"), (1200, "b.json")):
+        failed = failure(write(tmp_path / name, nested_article(depth)))
+        assert failed.reason == f"malformed JSON: nested too deeply (more than {MAX_JSON_DEPTH} levels)"
+    jsonl = write(tmp_path / "c.jsonl", nested_article(20) + b"\n" + nested_article(1200) + b"\n")
+    first, second = load_file(jsonl, LIMITS)
+    assert isinstance(first, Article)
+    assert isinstance(second, InputFailure) and "nested too deeply" in second.reason
+
+
+def test_json_nested_to_the_limit_and_brackets_in_strings_are_read(tmp_path: Path) -> None:
+    deep = write(tmp_path / "a.json", nested_article(MAX_JSON_DEPTH - 1))  # the object is one more level
+    brackets = {"title": EN_TITLE, "text": EN_BODY + " [" * 300 + ' \\" {' * 300}
+    in_strings = write(tmp_path / "b.json", json.dumps(brackets))
+    assert [type(item) for item in load_articles([deep, in_strings])] == [Article, Article]
 
 
 # --- folder walking ----------------------------------------------------------------------------------------

@@ -134,7 +134,16 @@ def parse_html(text: str) -> RawArticle:
     )
 
 
+# An article needs three or four levels. Python's own limit differs between versions (3.11 gives
+# up near 1,000 levels, 3.13 parses tens of thousands), so the same file is refused the same way
+# on every version.
+MAX_JSON_DEPTH = 100
+_JSON_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+
+
 def parse_json_object(text: str) -> RawArticle:
+    if json_deeper_than(text, MAX_JSON_DEPTH):
+        raise FormatError(f"malformed JSON: nested too deeply (more than {MAX_JSON_DEPTH} levels)")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -144,6 +153,23 @@ def parse_json_object(text: str) -> RawArticle:
     except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
         raise FormatError(f"malformed JSON: {_first_line(exc)[:120]}") from None
     return article_from_mapping(data)
+
+
+def json_deeper_than(text: str, limit: int) -> bool:
+    """Whether the arrays and objects of a JSON text nest more than `limit` deep (brackets inside
+    strings do not count). A text with no more brackets than that is decided at once."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for match in _JSON_STRING_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ("]", "}"):
+            depth -= 1
+    return False
 
 
 def article_from_mapping(data: Any) -> RawArticle:
