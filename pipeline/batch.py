@@ -159,13 +159,19 @@ async def _collect(
 
 
 def _journal_line(raw: str, requests: dict[str, ModelRequest], journal: JournaledModel) -> bool:
+    """Journal one line of a batch's output file; False when it holds no usable answer (its call
+    then goes through a live request). The file comes from the provider: any line may be junk."""
     try:
         line = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(line, dict):
         return False
     request = requests.get(str(line.get("custom_id")))
-    response = line.get("response") or {}
-    if request is None or line.get("error") or response.get("status_code") != 200:
+    response = line.get("response")
+    if request is None or line.get("error") or not isinstance(response, dict):
+        return False
+    if response.get("status_code") != 200:
         return False
     body = response.get("body")
     if not isinstance(body, dict):

@@ -724,6 +724,36 @@ def test_batch_lines_that_fail_go_through_live_requests(batch_config: Path, tmp_
     assert list(files_under(out / JOURNAL_DIR)) == []
 
 
+class JunkInBatchOutput(FakeOpenAIServer):
+    """A provider whose batch output file holds junk in place of its first five answers."""
+
+    def _store_file(self, filename: str, purpose: str, data: bytes) -> Any:
+        if filename.endswith("_output.jsonl"):
+            lines = data.decode().splitlines()
+            ids = [json.loads(line)["custom_id"] for line in lines[:5]]
+            not_an_object = {"status_code": 200, "body": ["not", "an", "object"]}
+            lines[:5] = [
+                "[1, 2]", "null", "[" * 100_000,
+                json.dumps({"custom_id": ids[3], "response": "oops"}),
+                json.dumps({"custom_id": ids[4], "response": not_an_object}),
+            ]  # fmt: skip
+            data = ("\n".join(lines) + "\n").encode()
+        return super()._store_file(filename, purpose, data)
+
+
+def test_junk_lines_in_a_batch_output_file_go_through_live_requests(
+    batch_config: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    with JunkInBatchOutput(RECORDINGS, api_key=API_KEY) as provider:
+        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", provider.base_url,
+                          "--batch-api", "--config", str(batch_config))  # fmt: skip
+        live = chats(provider)
+    assert result.returncode == 0, result.stderr
+    assert report_of(out)["counts"]["ok"] == 13
+    assert len(live) == 5, "each junk line costs one live request; the other answers are used"
+
+
 def test_a_batch_run_on_a_locked_folder_exits_3_before_paying_for_a_batch(
     server: FakeOpenAIServer, batch_config: Path, tmp_path: Path
 ) -> None:
