@@ -343,12 +343,36 @@ class FullDisk:
         pass
 
 
+def fill_the_disk(spool: IndexSpool) -> None:
+    """From now on every statement of `spool` fails as on a full disk (its real database closed)."""
+    spool._db.close()
+    spool._db = FullDisk()  # type: ignore[assignment]
+
+
+def test_an_index_database_that_cannot_be_set_up_is_closed_and_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened: list[sqlite3.Connection] = []
+    real_connect = sqlite3.connect
+
+    def connect(*args: object, **kwargs: object) -> sqlite3.Connection:
+        opened.append(real_connect(*args, **kwargs))  # type: ignore[arg-type]
+        return opened[-1]
+
+    monkeypatch.setattr(index_module.sqlite3, "connect", connect)
+    monkeypatch.setattr(index_module, "_SCHEMA", "CREATE TABLE broken (")
+    with pytest.raises(OSError, match="the index's temporary database failed"):
+        IndexSpool(SiteInfo())
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        opened[0].execute("SELECT 1")
+
+
 def test_a_failing_index_database_is_a_write_error_naming_where_it_lives(
-    inline_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    inline_run: Path, tmp_path: Path
 ) -> None:
     (analysis, *_) = iter_analyses(inline_run)
     with IndexSpool(SiteInfo()) as spool:
-        monkeypatch.setattr(spool, "_db", FullDisk())
+        fill_the_disk(spool)
         with pytest.raises(OSError, match=r"database or disk is full \(SQLite keeps it in \$SQLITE_TMPDIR"):
             spool.add(tmp_path / "analysis.json", analysis)
 
@@ -360,7 +384,7 @@ def test_a_run_whose_index_database_fails_stops_with_the_reason_and_still_report
 
     def failing(self: IndexSpool, site: SiteInfo) -> None:
         real_init(self, site)
-        self._db = FullDisk()  # type: ignore[assignment]
+        fill_the_disk(self)
 
     monkeypatch.setattr(IndexSpool, "__init__", failing)
     report = replay(tmp_path, Settings(check_processes=1))

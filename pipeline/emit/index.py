@@ -54,7 +54,11 @@ class IndexSpool:
         self._lock = threading.Lock()
         with _as_os_error():
             self._db = sqlite3.connect("", check_same_thread=False)  # "": private, on disk, gone when closed
-            self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;" + _SCHEMA)
+            try:
+                self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;" + _SCHEMA)
+            except BaseException:
+                self._db.close()
+                raise
 
     def __enter__(self) -> IndexSpool:
         return self
