@@ -19,7 +19,7 @@ from pipeline.analyze import Analyzer, ArticleOutcome
 from pipeline.config import Settings
 from pipeline.errors import ModelUnavailable
 from pipeline.ingest.article import Article
-from pipeline.model.base import ChatModel, ModelReply, ModelRequest
+from pipeline.model.base import ChatModel, ModelReply, ModelRequest, reply_from_body
 from pipeline.model.fake import ScriptedModel, text_reply
 from pipeline.model.replay import RecordingModel, ReplayModel, request_sha256
 from pipeline.prompts import PromptBook
@@ -487,6 +487,42 @@ def test_replay_of_a_broken_recording_fails_that_article(article: Article, tmp_p
     assert outcome.analysis is None
     assert outcome.error is not None
     assert "not valid JSON" in outcome.error
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"text"', '{"prompt_version": "0"}', '{"response": [1]}'])
+def test_replay_of_a_recording_without_a_response_object_says_to_record_it_again(
+    article: Article, tmp_path: Path, content: str
+) -> None:
+    shutil.copytree(RECORDINGS / article.id, tmp_path / article.id)
+    path = tmp_path / article.id / "zh-0.json"
+    path.write_text(content, encoding="utf-8")
+    outcome = analyze(ReplayModel(tmp_path), article)
+    assert outcome.analysis is None
+    assert outcome.error is not None
+    assert str(path) in outcome.error and "record it again" in outcome.error
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"choices": "x"},
+        {"choices": [5]},
+        {"choices": [{"message": "hi"}]},
+        {"choices": [{"message": {"content": 7, "refusal": ["no"]}}]},
+        {"choices": [{"message": {}}], "usage": [1]},
+        {"usage": {"prompt_tokens": "many", "completion_tokens": None, "prompt_tokens_details": 3}},
+    ],
+)
+def test_a_reply_body_of_the_wrong_shape_reads_as_a_reply_with_no_answer(body: dict[str, Any]) -> None:
+    reply = reply_from_body(body)
+    assert reply.content is None and reply.refusal is None
+    assert reply.usage == Usage()
+
+
+def test_token_counts_written_as_floats_or_digits_are_read() -> None:
+    body = {"usage": {"prompt_tokens": 1200.0, "completion_tokens": "340",
+                      "prompt_tokens_details": {"cached_tokens": -5}}}  # fmt: skip
+    assert reply_from_body(body).usage == Usage(prompt_tokens=1200, cached_tokens=0, completion_tokens=340)
 
 
 def test_recording_model_writes_one_file_per_call_without_secrets(

@@ -35,6 +35,7 @@ from pipeline.console import PlainProgress
 from pipeline.ingest import load_articles
 from pipeline.ingest.article import Article
 from pipeline.lock import NOTE_NAME, RunLock
+from pipeline.model.base import CallKey, ModelReply, ModelRequest
 from pipeline.model.cache import JOURNAL_DIR, JournaledModel
 from pipeline.model.ratelimit import RateGate
 from pipeline.model.replay import ReplayModel
@@ -411,6 +412,37 @@ def test_an_answered_call_of_a_failed_article_is_not_paid_for_again(tmp_path: Pa
 
 
 # ----------------------------------------------------------------------------- 4. the budget
+
+
+class CountingModel:
+    """Answers every request with an empty reply and counts them."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        self.calls += 1
+        return ModelReply(content="{}", finish_reason="stop")
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("response", [[1, 2], "text", None])
+def test_a_journal_file_edited_out_of_shape_means_the_call_is_made_again(
+    tmp_path: Path, response: object
+) -> None:
+    inner = CountingModel()
+    journal = JournaledModel(inner, tmp_path / JOURNAL_DIR)
+    request = ModelRequest(CallKey("an-article-0123456789", "en", 0), {"model": "m", "messages": []}, "v1")
+    journal.save(request, {"choices": [{"message": {"content": "{}"}}]})
+    assert journal.has(request)
+    path = tmp_path / JOURNAL_DIR / "an-article-0123456789" / "en-0.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**document, "response": response}), encoding="utf-8")
+    assert not journal.has(request)
+    asyncio.run(journal.complete(request))
+    assert inner.calls == 1
 
 
 def test_a_budget_starts_only_the_articles_it_can_pay_for(server: FakeOpenAIServer, tmp_path: Path) -> None:

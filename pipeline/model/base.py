@@ -52,14 +52,15 @@ class ChatModel(Protocol):
 
 
 def reply_from_body(body: dict[str, Any], stale: bool = False) -> ModelReply:
-    """Read a ChatCompletion body defensively (compatible servers omit fields)."""
-    choices = body.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") or {}
+    """Read a ChatCompletion body defensively: compatible servers omit fields, and a recording or
+    journal file may have been edited by hand. What is missing or of the wrong type is absent."""
+    choices = body.get("choices")
+    choice = _object(choices[0]) if isinstance(choices, list) and choices else {}
+    message = _object(choice.get("message"))
     return ModelReply(
-        content=message.get("content"),
+        content=_text(message.get("content")),
         finish_reason=str(choice.get("finish_reason") or "stop"),
-        refusal=message.get("refusal"),
+        refusal=_text(message.get("refusal")),
         usage=usage_from_body(body),
         body=body,
         stale=stale,
@@ -67,10 +68,28 @@ def reply_from_body(body: dict[str, Any], stale: bool = False) -> ModelReply:
 
 
 def usage_from_body(body: dict[str, Any]) -> Usage:
-    usage = body.get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
+    usage = _object(body.get("usage"))
+    details = _object(usage.get("prompt_tokens_details"))
     return Usage(
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
+        prompt_tokens=_count(usage.get("prompt_tokens")),
+        cached_tokens=_count(details.get("cached_tokens")),
+        completion_tokens=_count(usage.get("completion_tokens")),
     )
+
+
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _count(value: object) -> int:
+    """A token count as reported (an integer, a float, digits); 0 when it is none of them."""
+    if not isinstance(value, int | float | str):
+        return 0
+    try:
+        return max(int(value), 0)
+    except (ValueError, OverflowError):  # "many", NaN, infinity
+        return 0

@@ -50,7 +50,9 @@ class JournaledModel:
             return None
         if not isinstance(document, dict) or document.get("request_sha256") != request_sha256(request.body):
             return None
-        reply = reply_from_body(document.get("response") or {})
+        if not isinstance(document.get("response"), dict):  # torn by hand: the call is made again
+            return None
+        reply = reply_from_body(document["response"])
         if document.get("batch"):  # collected from this run's batch: paid now, at the batch price
             return replace(reply, batch=True)
         return replace(reply, journaled=True)

@@ -57,13 +57,18 @@ class ReplayModel:
             raise RecordingMissing(
                 f"recording {path} is not valid JSON ({exc.msg}); record it again"
             ) from None
+        if not isinstance(document, dict) or not isinstance(document.get("response"), dict):
+            raise RecordingMissing(
+                f'recording {path} holds no recorded response (a JSON object with a "response" '
+                "object); record it again"
+            )
         stale = document.get("prompt_version") != request.prompt_version
         if stale and self.strict:
             raise RecordingStale(
                 f"recording {path} was made with prompt version {document.get('prompt_version')}, "
                 f"not the current {request.prompt_version}; record it again with --record"
             )
-        return reply_from_body(document.get("response") or {}, stale=stale)
+        return reply_from_body(document["response"], stale=stale)
 
     async def aclose(self) -> None:
         return None
