@@ -28,6 +28,7 @@ from pipeline.ingest.article import Article
 from pipeline.model.base import CallKey, ChatModel, ModelRequest
 from pipeline.model.cache import JournaledModel
 from pipeline.prompts import PromptBook
+from pipeline.redact import Redactor
 from pipeline.report import RunReport
 from pipeline.runner import Progress, Runner, RunOptions, in_shard, new_run_id
 from pipeline.schema import LANGS
@@ -73,7 +74,7 @@ async def run_batch(
         if state is None and requests:
             state = await _submit(client, settings, requests, state_path, progress)
         if state is not None:
-            await _collect(client, settings, state, requests, journal, progress)
+            await _collect(client, settings, state, requests, journal, progress, Redactor([api_key]))
             state_path.unlink(missing_ok=True)
 
     try:
@@ -142,6 +143,7 @@ async def _collect(
     requests: dict[str, ModelRequest],
     journal: JournaledModel,
     progress: Progress,
+    redactor: Redactor,
 ) -> None:
     batch = await client.batches.retrieve(state["batch_id"])
     while batch.status not in TERMINAL:
@@ -153,12 +155,14 @@ async def _collect(
     content = await client.files.content(batch.output_file_id)
     answered = 0
     for raw in content.text.splitlines():
-        if _journal_line(raw, requests, journal):
+        if _journal_line(raw, requests, journal, redactor):
             answered += 1
     progress.note(f"batch {batch.id}: {answered} answer(s) collected; the rest go through live requests")
 
 
-def _journal_line(raw: str, requests: dict[str, ModelRequest], journal: JournaledModel) -> bool:
+def _journal_line(
+    raw: str, requests: dict[str, ModelRequest], journal: JournaledModel, redactor: Redactor
+) -> bool:
     """Journal one line of a batch's output file; False when it holds no usable answer (its call
     then goes through a live request). The file comes from the provider: any line may be junk."""
     try:
@@ -176,7 +180,7 @@ def _journal_line(raw: str, requests: dict[str, ModelRequest], journal: Journale
     body = response.get("body")
     if not isinstance(body, dict):
         return False
-    journal.save(request, body, batch=True)
+    journal.save(request, redactor.scrub_json(body), batch=True)
     return True
 
 

@@ -67,7 +67,7 @@ def fail(exc: NewsdeskError) -> NoReturn:
     if os.environ.get("NEWSDESK_DEBUG"):
         raise exc
     code = next((c for kind, c in EXIT_CODES.items() if isinstance(exc, kind)), 1)
-    typer.echo(f"Error: {exc}", err=True)
+    typer.echo(Redactor(_secrets())(f"Error: {exc}"), err=True)  # a provider's message may echo the key
     raise typer.Exit(code)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}")
 _KEYLIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
@@ -15,9 +17,34 @@ class Redactor:
         self.secrets = [s for s in (secrets or []) if s and len(s) >= 4]
 
     def __call__(self, text: str) -> str:
+        text = self._known(text)
+        text = _BEARER.sub(r"\1[redacted]", text)
+        return _KEYLIKE.sub("[redacted]", text)
+
+    def _known(self, text: str) -> str:
+        """`text` without the known secrets, whole or masked."""
         for secret in self.secrets:
             text = text.replace(secret, "[redacted]")
             if len(secret) >= 12:  # providers echo keys masked, as in "sk-ab***...wxyz"
                 text = re.sub(rf"\S*[*.]{{3,}}\S*{re.escape(secret[-4:])}", "[redacted]", text)
-        text = _BEARER.sub(r"\1[redacted]", text)
-        return _KEYLIKE.sub("[redacted]", text)
+        return text
+
+    def scrub_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A reply body with the known secrets taken out of its strings (a server that echoes the
+        key must not get it into the journal, a recording or an article). Only the known secrets:
+        the model's text may name things that merely look like keys. The same object when no
+        secret's last characters occur in it at all, which one serialisation finds out."""
+        text = json.dumps(data, ensure_ascii=False)
+        if not any(secret[-4:] in text for secret in self.secrets):
+            return data
+        scrubbed: dict[str, Any] = self._in_strings(data)
+        return scrubbed
+
+    def _in_strings(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._known(value)
+        if isinstance(value, dict):
+            return {self._in_strings(k): self._in_strings(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._in_strings(item) for item in value]
+        return value

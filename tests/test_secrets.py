@@ -13,6 +13,7 @@ including the hidden call journal and the logs, and the --record folder) for:
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -23,8 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 
-from pipeline.testing.server import FakeOpenAIServer, FaultPlan, RecordedRequest, Reply
+from pipeline.cli import fail
+from pipeline.errors import ModelUnavailable
+from pipeline.testing.server import (
+    FakeOpenAIServer,
+    FaultPlan,
+    RecordedRequest,
+    Reply,
+    find_recording,
+    load_recordings,
+)
 from tests.conftest import ARTICLES, RECORDINGS, ROOT, cli_env, run_newsdesk
 
 KEY = "ndk-secret-5Qm8ZtX2vR7pL4wN9cK1bH6jq"
@@ -193,26 +204,66 @@ def test_a_server_that_echoes_the_whole_key_does_not_get_it_written(tmp_path: Pa
     assert_no_secret(result, out)
 
 
-@pytest.mark.parametrize("debug", ["", "1"], ids=["internal-error", "NEWSDESK_DEBUG-traceback"])
-def test_an_unexpected_error_about_an_echoed_key_never_shows_it(tmp_path: Path, debug: str) -> None:
-    # a 200 whose usage block echoes the credential: reading it fails in an unplanned place
-    def bad_usage(body: dict[str, Any]) -> Reply:
-        reply = Reply.chat(body, '{"x": 1}')
-        assert isinstance(reply.body, dict)
-        return Reply(body={**reply.body, "usage": {"prompt_tokens": KEY}})
+# A failure in a place no handler plans for, with the key in its message. (Reading replies is
+# defensive, so the run's process gets one through a startup hook.)
+UNPLANNED_FAILURE = """
+import os
+import pipeline.analyze
 
+def parse_answer(call, content):
+    raise RuntimeError(f"cannot read the {call} reply sent for {os.environ['OPENAI_API_KEY']}")
+
+pipeline.analyze.parse_answer = parse_answer
+"""
+
+
+@pytest.mark.parametrize("debug", ["", "1"], ids=["internal-error", "NEWSDESK_DEBUG-traceback"])
+def test_an_unexpected_error_about_the_key_never_shows_it(tmp_path: Path, debug: str) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(UNPLANNED_FAILURE, encoding="utf-8")
     out = tmp_path / "out"
-    with FakeOpenAIServer(script=bad_usage, api_key=KEY) as server:
+    # the replies echo the key too: they stay in the call journal, as the article failed
+    with FakeOpenAIServer(script=lambda body: Reply.chat(body, f"the key is {KEY}"), api_key=KEY) as server:
         result = newsdesk(
-            "run", ONE, "--out", out, "--base-url", server.base_url, env={"NEWSDESK_DEBUG": debug}
-        )
+            "run", ONE, "--out", out, "--base-url", server.base_url,
+            env={"NEWSDESK_DEBUG": debug, "PYTHONPATH": str(hook)},
+        )  # fmt: skip
         assert chats(server)
     assert result.returncode == 1
     if debug:
         assert "Traceback (most recent call last)" in result.stderr, "debug mode shows the traceback"
+        assert "RuntimeError: cannot read the" in result.stderr
     else:
-        assert "internal error" in result.stderr
+        assert "internal error (RuntimeError: cannot read the" in result.stderr
+    assert list((out / ".calls").rglob("*.json")), "the replies were journaled"
     assert_no_secret(result, out)
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["live", "batch-api"])
+def test_an_answer_that_echoes_the_key_is_published_without_it(tmp_path: Path, batch: bool) -> None:
+    recordings = load_recordings(RECORDINGS)
+
+    def echo_in_summary(body: dict[str, Any]) -> Reply:
+        recording = find_recording(recordings, body["messages"])
+        assert recording is not None
+        response = copy.deepcopy(recording.response)
+        answer = json.loads(response["choices"][0]["message"]["content"])
+        section = answer.get("en") or answer["zh"]
+        section["summary"] += f" (sent with {KEY}, masked {masked(KEY)})"
+        response["choices"][0]["message"]["content"] = json.dumps(answer, ensure_ascii=False)
+        return Reply(body=response)
+
+    out, record = tmp_path / "out", tmp_path / "rec"
+    mode = ["--batch-api", "--config", write_config(tmp_path, "batch_poll_s = 0.05\n")] if batch else []
+    with FakeOpenAIServer(script=echo_in_summary, api_key=KEY) as server:
+        result = newsdesk("run", ONE, "--out", out, "--base-url", server.base_url, "--record", record, *mode)
+        assert any(r.path == "/v1/batches" for r in server.requests) is batch
+    assert result.returncode == 0, result.stderr
+    (analysis,) = out.glob("articles/*/analysis.json")
+    summaries = [json.loads(analysis.read_text(encoding="utf-8"))[lang]["summary"] for lang in ("en", "zh")]
+    assert any(s.endswith("(sent with [redacted], masked [redacted])") for s in summaries), summaries
+    assert assert_no_secret(result, out, record, echo=(masked(KEY),)) > 5
 
 
 # --- configuration: the key is read from the environment variable the config names ------------------------
@@ -264,3 +315,19 @@ def test_a_key_pasted_into_api_key_env_is_refused_without_echoing_it(tmp_path: P
         assert_no_secret(result, out, tmp_path / "out2")
         assert result.returncode == 2, "a configuration error"
         assert len(error_lines(result)) == 1, result.stderr
+
+
+def test_an_error_line_never_shows_the_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a provider's error message may quote the key (the Batch API's errors reach this line as they are)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("NEWSDESK_DEBUG", raising=False)
+    with pytest.raises(typer.Exit):
+        fail(
+            ModelUnavailable(f"the Batch API failed: AuthenticationError: Incorrect API key provided: {KEY}")
+        )
+    stderr = capsys.readouterr().err
+    assert (
+        stderr == "Error: the Batch API failed: AuthenticationError: Incorrect API key provided: [redacted]\n"
+    )

@@ -121,7 +121,7 @@ class LiveModel:
                 f"the endpoint's reply is not a chat completion ({exc}); check --base-url"
             )
             raise ModelUnavailable(message, fatal=True) from None
-        return reply_from_body(body)
+        return reply_from_body(self.redactor.scrub_json(body))
 
     async def _paced_post(self, body: dict[str, Any]) -> dict[str, Any]:
         await self.gate.acquire(_token_estimate(body))
