@@ -772,6 +772,27 @@ def test_cli_an_unreadable_input_exits_2_with_one_error_line(tmp_path: Path, cas
 
 
 @pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("[" * 5000 + "]" * 5000, "malformed JSON: nested too deeply (more than 100 levels)"),
+        (
+            '{"scores": ' + "9" * 5000 + "}",
+            f"malformed JSON: a number longer than {sys.get_int_max_str_digits():,} digits",
+        ),
+    ],
+    ids=["nested-5000-deep", "5000-digit-number"],
+)
+def test_cli_json_python_reads_differently_or_not_at_all_is_refused_with_the_reason(
+    tmp_path: Path, content: str, reason: str
+) -> None:
+    file = tmp_path / "odd.json"
+    file.write_text(content, encoding="utf-8")
+    result = runner.invoke(app, ["validate", str(file)])
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert result.stderr == f"Error: {file}: {reason}\n"
+
+
+@pytest.mark.parametrize(
     ("mutate", "path"),
     [
         (keep_first("en.tldr", 2), "en.tldr"),

@@ -6,6 +6,7 @@ import codecs
 import hashlib
 import json
 import re
+import sys
 import threading
 from pathlib import Path
 
@@ -537,6 +538,11 @@ def test_json_nested_past_the_limit_is_refused_the_same_way_on_every_python(tmp_
     first, second = load_file(jsonl, LIMITS)
     assert isinstance(first, Article)
     assert isinstance(second, InputFailure) and "nested too deeply" in second.reason
+
+
+def test_a_json_number_longer_than_python_reads_is_refused_in_plain_words(tmp_path: Path) -> None:
+    failed = failure(write(tmp_path / "a.json", b'{"title": "Big", "text": ' + b"1" * 5000 + b"}"))
+    assert failed.reason == f"malformed JSON: a number longer than {sys.get_int_max_str_digits():,} digits"
 
 
 def test_json_nested_to_the_limit_and_brackets_in_strings_are_read(tmp_path: Path) -> None:

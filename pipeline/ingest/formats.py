@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,17 +143,24 @@ _JSON_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DO
 
 
 def parse_json_object(text: str) -> RawArticle:
+    return article_from_mapping(read_json(text))
+
+
+def read_json(text: str) -> Any:
+    """The JSON value in `text`; FormatError with a reason a user can act on when there is none."""
     if json_deeper_than(text, MAX_JSON_DEPTH):
         raise FormatError(f"malformed JSON: nested too deeply (more than {MAX_JSON_DEPTH} levels)")
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise FormatError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise FormatError("malformed JSON: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):  # Python's cap on the digits of an integer
+            limit = sys.get_int_max_str_digits()
+            raise FormatError(f"malformed JSON: a number longer than {limit:,} digits") from None
         raise FormatError(f"malformed JSON: {_first_line(exc)[:120]}") from None
-    return article_from_mapping(data)
 
 
 def json_deeper_than(text: str, limit: int) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 from pipeline.errors import InputError
 from pipeline.ingest import InputFailure, Limits, load_file
 from pipeline.ingest.article import Article
+from pipeline.ingest.formats import FormatError, read_json
 from pipeline.prompts import Glossary
 from pipeline.schema import ChineseAnswer, EnglishAnswer, ModelPart
 from pipeline.validate.answer import parse_answer
@@ -25,9 +26,9 @@ def read_analysis_document(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(str(path), f"cannot be read ({_reason(exc)})") from None
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
-        raise InputError(str(path), f"is not JSON ({_reason(exc)})") from None
+        data = read_json(text)
+    except FormatError as exc:
+        raise InputError(str(path), str(exc)) from None
     if not isinstance(data, dict):
         raise InputError(str(path), "is not a JSON object with scores, tags, en and zh")
     return data
