@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pipeline.errors import InputError
 from pipeline.ingest import Limits, load_articles
 from pipeline.ingest.article import Article
 from pipeline.model.base import CallKey, ModelRequest
@@ -36,6 +37,15 @@ class RecordingState:
 def recording_states(
     paths: Iterable[Path], recordings: Path, book: PromptBook, limits: Limits
 ) -> list[RecordingState]:
+    """The state of every recording the inputs under `paths` use, and of those none uses. A path
+    or recordings folder that does not exist is an InputError (a typo must not read as "all
+    missing")."""
+    paths = list(paths)
+    for path in paths:
+        if not path.exists():
+            raise InputError(str(path), "no such file or folder")
+    if not recordings.is_dir():
+        raise InputError(str(recordings), "no such recordings folder")
     states: list[RecordingState] = []
     used: set[Path] = set()
     for article in load_articles(paths, limits):
