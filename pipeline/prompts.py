@@ -18,7 +18,7 @@ from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel
 
@@ -164,11 +164,20 @@ def load_glossary(paths: list[Path]) -> Glossary:
     for path in paths:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"glossary {path} cannot be read: {exc}") from None
-        for i, entry in enumerate(data.get("term", [])):
+        except OSError as exc:
+            raise ConfigError(f"glossary {path} cannot be read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"glossary {path} is not UTF-8 text; save it as UTF-8") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"glossary {path} is not valid TOML: {exc}") from None
+        entries = data.get("term", [])
+        if not isinstance(entries, list):
+            raise ConfigError(f"glossary {path}: 'term' must be a list of [[term]] tables")
+        for i, entry in enumerate(entries):
             if not isinstance(entry, dict) or not entry.get("en") or not entry.get("zh"):
                 raise ConfigError(f"glossary {path}: term {i + 1} needs both 'en' and 'zh'")
+            if not isinstance(entry.get("aliases", []), list):
+                raise ConfigError(f"glossary {path}: the aliases of term {i + 1} must be a list")
             aliases = tuple(str(a) for a in entry.get("aliases", []))
             term = Term(str(entry["en"]), str(entry["zh"]), aliases, str(entry.get("kind", "term")))
             terms[(term.en, term.zh)] = term  # a later file overrides an identical entry
@@ -193,14 +202,24 @@ class PromptBook:
             keep_trailing_newline=False,
             auto_reload=False,  # the prompt version is of the templates as read at the start of the run
         )
+        for name in TEMPLATE_NAMES:  # each read and compiled now: a broken one fails the run before any call
+            self._template(name)
         glossary_paths = [d / "glossary.toml" for d in reversed(dirs) if (d / "glossary.toml").is_file()]
         self.glossary = load_glossary(glossary_paths + list(settings.glossary_files))
         self._glossary_paths = glossary_paths + list(settings.glossary_files)
         self._article_cache: dict[str, str] = {}
 
+    def _template(self, name: str) -> Template:
+        try:
+            return self.env.get_template(name)
+        except TemplateError as exc:
+            raise ConfigError(f"prompt template {name}: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"prompt template {name} is not UTF-8 text; save it as UTF-8") from None
+
     def _render(self, name: str, **context: Any) -> str:
         try:
-            return self.env.get_template(name).render(**context).strip()
+            return self._template(name).render(**context).strip()
         except TemplateError as exc:
             raise ConfigError(f"prompt template {name}: {exc}") from None
 

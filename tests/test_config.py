@@ -307,6 +307,19 @@ def test_cli_reports_a_bad_config_in_one_line_and_exits_2(
     assert not (tmp_path / "out").exists(), "nothing is written on a configuration error"
 
 
+@pytest.mark.parametrize("kind", ["not-utf-8", "a-folder"])
+def test_cli_reports_an_unreadable_config_file_in_one_line_and_exits_2(tmp_path: Path, kind: str) -> None:
+    config = tmp_path / "bad.toml"
+    if kind == "a-folder":
+        config.mkdir()
+    else:
+        config.write_bytes('model = "gpt-4.1"  # café\n'.encode("latin-1"))
+    result = run_cli(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    reason = "cannot be read: Is a directory" if kind == "a-folder" else "is not UTF-8 text; save it as UTF-8"
+    assert result.stderr.splitlines() == [f"Error: config file {config} {reason}"]
+
+
 def test_cli_shows_the_traceback_with_newsdesk_debug(tmp_path: Path) -> None:
     config = write_config(tmp_path / "bad.toml", 'modle = "gpt-4.1"\n')
     result = run_cli(tmp_path, config, debug=True)

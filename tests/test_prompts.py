@@ -222,12 +222,22 @@ def test_unsafe_attribute_access_in_a_template_is_refused(
         book.messages(fixture_articles[0], "en")
 
 
-def test_template_syntax_error_is_a_config_error(tmp_path: Path, fixture_articles: list[Article]) -> None:
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (b"{% if %}broken", r"prompt template article\.j2: "),
+        (b"\xff\xfe{{ x }}\x92", "is not UTF-8 text"),
+    ],
+    ids=["syntax-error", "not-utf-8"],
+)
+def test_a_broken_template_is_a_config_error_before_any_call(
+    tmp_path: Path, source: bytes, message: str
+) -> None:
     custom = tmp_path / "custom"
     custom.mkdir()
-    (custom / "article.j2").write_text("{% if %}broken", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"article\.j2"):
-        PromptBook(Settings(prompts_dir=custom)).messages(fixture_articles[0], "zh")
+    (custom / "article.j2").write_bytes(source)
+    with pytest.raises(ConfigError, match=message):
+        PromptBook(Settings(prompts_dir=custom))
 
 
 # --- glossary --------------------------------------------------------------------------------------------
@@ -306,18 +316,23 @@ def test_a_term_absent_from_the_article_stays_out_even_when_added(tmp_path: Path
 @pytest.mark.parametrize(
     ("glossary", "message"),
     [
-        ("[[term]\nen = 'x'\n", "cannot be read"),
+        ("[[term]\nen = 'x'\n", "is not valid TOML"),
         ("[[term]]\nen = 'Only English'\n", "needs both 'en' and 'zh'"),
         ("[[term]]\nzh = '只有中文'\n", "needs both 'en' and 'zh'"),
         ("[[term]]\nen = ''\nzh = '空'\n", "needs both 'en' and 'zh'"),
         ("term = ['not a table']\n", "needs both 'en' and 'zh'"),
-        (None, "cannot be read"),
+        ("term = 5\n", "'term' must be a list of \\[\\[term\\]\\] tables"),
+        ("[[term]]\nen = 'A'\nzh = '甲'\naliases = 'B'\n", "the aliases of term 1 must be a list"),
+        ("[[term]]\nen = 'Café'\n".encode("latin-1"), "is not UTF-8 text"),
+        (None, "cannot be read: No such file or directory"),
     ],
 )
-def test_a_malformed_glossary_is_a_config_error(tmp_path: Path, glossary: str | None, message: str) -> None:
+def test_a_malformed_glossary_is_a_config_error(
+    tmp_path: Path, glossary: str | bytes | None, message: str
+) -> None:
     path = tmp_path / "terms.toml"
     if glossary is not None:
-        path.write_text(glossary, encoding="utf-8")
+        path.write_bytes(glossary.encode() if isinstance(glossary, str) else glossary)
     with pytest.raises(ConfigError, match=message) as caught:
         PromptBook(Settings(glossary_files=[path]))
     assert str(path) in str(caught.value)
