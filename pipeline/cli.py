@@ -21,6 +21,7 @@ from pipeline.config import Settings, resolve_settings
 from pipeline.console import (
     PlainProgress,
     RichProgress,
+    printable,
     show_dry_run,
     show_eval,
     show_findings,
@@ -67,7 +68,7 @@ def fail(exc: NewsdeskError) -> NoReturn:
     if os.environ.get("NEWSDESK_DEBUG"):
         raise exc
     code = next((c for kind, c in EXIT_CODES.items() if isinstance(exc, kind)), 1)
-    typer.echo(Redactor(_secrets())(f"Error: {exc}"), err=True)  # a provider's message may echo the key
+    typer.echo(printable(Redactor(_secrets())(f"Error: {exc}")), err=True)  # a message may quote the key
     raise typer.Exit(code)
 
 

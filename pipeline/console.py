@@ -11,6 +11,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.config import Settings
 from pipeline.dryrun import DryRun, request_tokens
@@ -35,7 +36,13 @@ _STYLE = {"ok": "green", "failed": "red", "skipped": "cyan", "duplicate": "yello
 
 def entry_line(entry: ArticleEntry) -> str:
     """One printable line per entry; control characters from inputs or the model never reach a terminal."""
-    return strip_controls(_entry_line(entry))
+    return printable(_entry_line(entry))
+
+
+def printable(text: str) -> str:
+    """Untrusted text (a file name, an error, a server's message) as one terminal line: line breaks
+    shown as \\n and \\r, other control characters (terminal escapes) removed."""
+    return strip_controls(text.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 def _entry_line(entry: ArticleEntry) -> str:
@@ -71,7 +78,7 @@ class PlainProgress:
         print(entry_line(entry), file=self.stream, flush=True)
 
     def note(self, message: str) -> None:
-        print(message, file=self.stream, flush=True)
+        print(printable(message), file=self.stream, flush=True)
 
     def finish(self, report: RunReport) -> None:
         print(summary_line(report), file=self.stream, flush=True)
@@ -91,15 +98,16 @@ class RichProgress:
         self.bar.update(self.task, total=total)
         self.bar.start()
 
+    # Untrusted text goes in as Text, never as markup: a file named "a[/b].txt" must not be read as
+    # a closing tag (rich raises on it) or "[blink]" as a style.
+
     def advance(self, entry: ArticleEntry) -> None:
         self.bar.advance(self.task)
         if entry.status == "failed" or entry.stale:
-            self.bar.console.print(
-                f"[{_STYLE[entry.status]}]{entry_line(entry)}[/]", markup=True, highlight=False
-            )
+            self.bar.console.print(Text(entry_line(entry), style=_STYLE[entry.status]), highlight=False)
 
     def note(self, message: str) -> None:
-        self.bar.console.print(f"[yellow]{message}[/]", markup=True, highlight=False)
+        self.bar.console.print(Text(printable(message), style="yellow"), highlight=False)
 
     def finish(self, report: RunReport) -> None:
         self.bar.stop()
@@ -109,8 +117,9 @@ class RichProgress:
         for entry in report.articles:
             tokens = entry.usage.prompt_tokens + entry.usage.completion_tokens
             note = entry.error or ("stale recording" if entry.stale else "; ".join(entry.notes))
-            table.add_row(f"[{_STYLE[entry.status]}]{entry.status}[/]", entry.id or entry.source,
-                          str(entry.attempts), str(tokens), note)  # fmt: skip
+            status = Text(entry.status, style=_STYLE[entry.status])
+            article = Text(printable(entry.id or entry.source))
+            table.add_row(status, article, str(entry.attempts), str(tokens), Text(printable(note)))
         self.console.print(table)
         self.console.print(summary_line(report), highlight=False)
 

@@ -9,6 +9,8 @@ no raw HTML in Markdown, a feed that parses as XML.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -17,12 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.config import DEFAULT_DISCLAIMER_EN, DEFAULT_DISCLAIMER_ZH
+from pipeline.config import DEFAULT_DISCLAIMER_EN, DEFAULT_DISCLAIMER_ZH, Settings
+from pipeline.console import RichProgress, entry_line
 from pipeline.emit.feed import xml_text
-from tests.conftest import RECORDINGS
+from pipeline.model.replay import ReplayModel
+from pipeline.prompts import PromptBook
+from pipeline.report import ArticleEntry
+from pipeline.runner import Runner, RunOptions
+from tests.conftest import ARTICLES, RECORDINGS
 
 ARTICLE_ID = "duke-energy-orders-8-5-gwh-of-iron-air-batteries-in-largest-7f7822e172"
 SCRIPT = "<script>alert(1)</script>"
@@ -306,3 +314,35 @@ def test_pages_carry_no_control_characters(hostile: Path, name: str) -> None:
     text = (hostile / "articles" / ARTICLE_ID / name).read_text(encoding="utf-8")
     found = sorted({f"U+{ord(ch):04X}" for ch in re.findall(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", text)})
     assert found == [], f"control characters in {name}: {found}"
+
+
+# --- the terminal --------------------------------------------------------------------------------------
+
+# "a[" is a folder: its file's path reads "a[/b].txt", a closing tag to rich's markup
+HOSTILE_NAMES = ("a[/b].txt", "c[blink]d.txt", "e\nf.txt", "g\x1b[2Jh.txt")
+
+
+def test_a_terminal_run_shows_hostile_file_names_as_plain_text_on_one_line(tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    (inbox / "good.txt").write_bytes((ARTICLES / "energy-iron-air-storage.txt").read_bytes())
+    (inbox / "a[").mkdir()
+    for name in HOSTILE_NAMES:
+        (inbox / name).write_bytes(b"\x00\x01 not text")
+    stream = io.StringIO()
+    progress = RichProgress(Console(file=stream, force_terminal=True, width=250))
+    settings = Settings(check_processes=1)
+    runner = Runner(settings, ReplayModel(RECORDINGS), PromptBook(settings), progress)
+    report = asyncio.run(runner.run([inbox], RunOptions(out=tmp_path / "out", mode="replay")))
+    assert (report.counts["ok"], report.counts["failed"]) == (1, 4), "markup in a name never stops the run"
+    shown = stream.getvalue()
+    for name in ("a[/b].txt", "c[blink]d.txt", "e\\nf.txt", "g[2Jh.txt"):  # as written, one line each
+        assert shown.count(name) == 2, f"{name!r}: its failure line and its row in the summary table"
+    assert "\x1b[2J" not in shown and "\x1b[5m" not in shown, "no terminal escape from a name"
+
+
+def test_a_plain_line_keeps_a_hostile_name_on_one_line() -> None:
+    entry = ArticleEntry(
+        id=None, source="in/e\nf\r.txt\x1b[2J", status="failed", error="binary file, not text"
+    )
+    assert entry_line(entry) == "failed    in/e\\nf\\r.txt[2J: binary file, not text"
