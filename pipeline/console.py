@@ -85,7 +85,9 @@ class PlainProgress:
 
 
 class RichProgress:
-    """A progress bar while the run goes, then a summary table."""
+    """A progress bar while the run goes, then the articles that need attention and the summary."""
+
+    ATTENTION_ROWS = 30  # failed, not started or stale; the report lists every article
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
@@ -93,6 +95,8 @@ class RichProgress:
                             TimeElapsedColumn(), TextColumn("{task.description}"),
                             console=self.console, transient=True)  # fmt: skip
         self.task = self.bar.add_task("", total=0)
+        self.attention: list[ArticleEntry] = []
+        self.more = 0
 
     def start(self, total: int) -> None:
         self.bar.update(self.task, total=total)
@@ -103,24 +107,31 @@ class RichProgress:
 
     def advance(self, entry: ArticleEntry) -> None:
         self.bar.advance(self.task)
-        if entry.status == "failed" or entry.stale:
+        if entry.status in ("failed", "not_started") or entry.stale:
             self.bar.console.print(Text(entry_line(entry), style=_STYLE[entry.status]), highlight=False)
+            if len(self.attention) < self.ATTENTION_ROWS:
+                self.attention.append(entry)
+            else:
+                self.more += 1
 
     def note(self, message: str) -> None:
         self.bar.console.print(Text(printable(message), style="yellow"), highlight=False)
 
     def finish(self, report: RunReport) -> None:
         self.bar.stop()
-        table = Table(title=f"Run {report.run_id}", show_lines=False)
-        for column in ("Status", "Article", "Calls", "Tokens", "Note"):
-            table.add_column(column)
-        for entry in report.articles:
-            tokens = entry.usage.prompt_tokens + entry.usage.completion_tokens
-            note = entry.error or ("stale recording" if entry.stale else "; ".join(entry.notes))
-            status = Text(entry.status, style=_STYLE[entry.status])
-            article = Text(printable(entry.id or entry.source))
-            table.add_row(status, article, str(entry.attempts), str(tokens), Text(printable(note)))
-        self.console.print(table)
+        if self.attention:
+            table = Table(title=f"Run {report.run_id}: articles that need attention", show_lines=False)
+            for column in ("Status", "Article", "Calls", "Tokens", "Note"):
+                table.add_column(column)
+            for entry in self.attention:
+                tokens = entry.usage.prompt_tokens + entry.usage.completion_tokens
+                note = entry.error or ("stale recording" if entry.stale else "; ".join(entry.notes))
+                status = Text(entry.status, style=_STYLE[entry.status])
+                article = Text(printable(entry.id or entry.source))
+                table.add_row(status, article, str(entry.attempts), str(tokens), Text(printable(note)))
+            if self.more:
+                table.caption = f"and {self.more} more: the output folder's run-report.json lists all"
+            self.console.print(table)
         self.console.print(summary_line(report), highlight=False)
 
 

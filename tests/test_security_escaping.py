@@ -346,3 +346,24 @@ def test_a_plain_line_keeps_a_hostile_name_on_one_line() -> None:
         id=None, source="in/e\nf\r.txt\x1b[2J", status="failed", error="binary file, not text"
     )
     assert entry_line(entry) == "failed    in/e\\nf\\r.txt[2J: binary file, not text"
+
+
+def test_a_terminal_run_sums_up_with_the_articles_that_need_attention_only(tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    for article in ARTICLES.iterdir():
+        (inbox / article.name).write_bytes(article.read_bytes())
+    for number in range(RichProgress.ATTENTION_ROWS + 5):
+        (inbox / f"zz-broken-{number:02d}.txt").write_bytes(b"\x00\x01 not text")
+    stream = io.StringIO()
+    settings = Settings(check_processes=1)
+    runner = Runner(
+        settings, ReplayModel(RECORDINGS), PromptBook(settings), RichProgress(Console(file=stream, width=250))
+    )
+    report = asyncio.run(runner.run([inbox], RunOptions(out=tmp_path / "out", mode="replay")))
+    assert (report.counts["ok"], report.counts["failed"]) == (13, 35)
+    summary = stream.getvalue().split("articles that need attention")[1]
+    assert summary.count("zz-broken-") == RichProgress.ATTENTION_ROWS
+    assert "and 5 more: the output folder's run-report.json lists all" in summary
+    assert not any(entry.id and entry.id in summary for entry in report.articles if entry.status == "ok")
+    assert summary.rstrip().splitlines()[-1].startswith(f"run {report.run_id}: 13 ok, 35 failed")
