@@ -17,7 +17,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.validate import figures
-from pipeline.validate.figures import Figure, figures_in
+from pipeline.validate.figures import Figure, FigureIndex, figures_in
 
 Expected = tuple[str, float, str | None]  # kind, value, unit
 
@@ -193,6 +193,22 @@ def test_hedged_figures_are_marked_approximate(text: str, approx: bool) -> None:
 def test_a_number_too_long_to_have_a_value_is_not_a_figure() -> None:
     assert parsed("1" * 400 + " million") == []
     assert parsed("from $5bn to $" + "1" * 400 + "bn") == [("money", 5e9, "USD")]
+
+
+@pytest.mark.parametrize(
+    ("wide", "narrow"),
+    [("营收达到１２亿元", "营收达到12亿元"), ("同比增长１５％", "同比增长15%"), ("约１．５万辆", "约1.5万辆"),
+     ("２０２５年第三季度", "2025年第三季度"), ("revenue of $１.２ billion", "revenue of $1.2 billion")],
+)  # fmt: skip
+def test_full_width_digits_read_as_ascii_and_are_quoted_as_written(wide: str, narrow: str) -> None:
+    as_wide, as_narrow = figures_in(wide), figures_in(narrow)
+    assert [f._replace(text="") for f in as_wide] == [f._replace(text="") for f in as_narrow]
+    assert all(f.text in wide for f in as_wide)
+
+
+def test_a_source_in_full_width_digits_grounds_an_answer_in_ascii() -> None:
+    source = FigureIndex(figures_in("公司去年营收１２亿元，同比增长１５％。", liberal=True))
+    assert all(source.has(figure) for figure in figures_in("营收12亿元，增长15%"))
 
 
 def test_the_text_of_a_figure_is_what_was_written() -> None:

@@ -251,7 +251,11 @@ Memo = dict[tuple[str | None, ...], list[Figure]]
 def figures_in(text: str, *, liberal: bool = False, memo: Memo | None = None) -> list[Figure]:
     """Every figure in `text`. `liberal` also reads number words and bare Chinese numerals. `memo`
     (any dict, shared between calls) keeps each distinct match's figures, so a repeat is not read
-    again."""
+    again. Full-width digits ("１２亿元", "１５％") are read as the ASCII ones they stand for, and
+    quoted as written."""
+    written = text
+    if _FULL_WIDTH.search(text):
+        text = text.translate(_TO_ASCII)  # one character for one: positions are unchanged
     found: list[Figure] = []
     placed: list[tuple[tuple[int, int], list[Figure]]] = []
     taken = _Spans()
@@ -259,12 +263,26 @@ def figures_in(text: str, *, liberal: bool = False, memo: Memo | None = None) ->
         if not group or taken.overlaps(span):  # no group: an overflowing number ("1" x 400)
             continue
         start, end = span
-        if _approx_before(text, start) or _approx_after(text[end : end + 4]):
-            group = [Figure(f.kind, f.value, f.unit, f.tolerance, f.text, True, f.factor) for f in group]
+        approx = _approx_before(text, start) or _approx_after(text[end : end + 4])
+        if approx or text is not written:
+            group = [_as_written(f, written, text.find(f.text, start, end), approx) for f in group]
         found += group
         placed.append((span, group))
         taken.add(span)
-    return found + _periods(text, found, placed)
+    return found + _periods(written, found, placed)
+
+
+def _as_written(figure: Figure, written: str, at: int, approx: bool) -> Figure:
+    """`figure` quoting `written` at `at` (where the text read has its quote), approximate or not."""
+    quote = written[at : at + len(figure.text)] if at >= 0 else figure.text
+    return Figure(figure.kind, figure.value, figure.unit, figure.tolerance, quote, approx or figure.approx,
+                  figure.factor)  # fmt: skip
+
+
+# Full-width digits, percent sign and decimal point, as some Chinese (and Japanese) sources write
+# figures. Not the full-width comma: in Chinese text it separates clauses, not thousands.
+_TO_ASCII = str.maketrans("０１２３４５６７８９％．", "0123456789%.")
+_FULL_WIDTH = re.compile("[０-９％．]")
 
 
 class _Spans:
