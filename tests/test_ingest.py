@@ -529,6 +529,18 @@ def nested_article(depth: int) -> bytes:
     return (head + "[" * depth + "]" * depth + "}").encode()
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("x", "no article text found (only 1 character)"),
+        ("a stub", "no article text found (only 5 characters)"),
+        ("\t", "no article text found"),
+    ],
+)
+def test_a_stub_says_how_little_text_it_has(tmp_path: Path, body: str, reason: str) -> None:
+    assert failure(write(tmp_path / "stub.txt", f"A title\n\n{body}\n")).reason == reason
+
+
 def test_json_nested_past_the_limit_is_refused_the_same_way_on_every_python(tmp_path: Path) -> None:
     # Python 3.11 gives up near 1,000 levels, 3.12 and 3.13 parse far deeper: our own limit decides.
     for depth, name in ((MAX_JSON_DEPTH + 1, "a.json"), (1200, "b.json")):

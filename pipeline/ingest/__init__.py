@@ -219,8 +219,8 @@ def _build(raw: RawArticle, label: str, name: str, limits: Limits) -> Loaded:
     text = raw.text.strip()
     visible = len("".join(text.split()))
     if visible < MIN_TEXT_CHARS:
-        reason = f"no article text found (only {visible} characters)" if visible else "no article text found"
-        return InputFailure(label, reason)
+        shown = f" (only {visible} character{'s' if visible > 1 else ''})" if visible else ""
+        return InputFailure(label, f"no article text found{shown}")
     title = (raw.title or "").strip() or text.split("\n", 1)[0][:200]
     text, truncated = truncate_to_tokens(text, limits.max_input_tokens)
     sha = content_hash(title, text)
