@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from markdown_it import MarkdownIt
 from markupsafe import escape
 
 from pipeline import runner as runner_module
@@ -613,11 +614,37 @@ def test_markdown_pipe_in_a_cell_keeps_three_columns() -> None:
     assert rows[2] == ["A\\|B", "x \\| y \\|\\| z", "1\\|2 \\\\\\|3"]
 
 
-def test_markdown_ends_with_the_disclaimer(storage: Analysis) -> None:
+LIST_LIKE = ["1. Reserve cuts free up cash", "- a dash first", "---", "2026. A year and a full stop",
+             "12) numbered", "+ plus", "* star", "# hash", "> quote", "=== under"]  # fmt: skip
+
+
+def test_markdown_text_that_looks_like_a_list_or_a_rule_stays_text() -> None:
+    """Parsed by a CommonMark parser: one flat list per TL;DR and insights, no rule but the one
+    before the disclaimer, and every field reads back as the model wrote it."""
+    document = analysis_document()
+    for lang in ("en", "zh"):
+        section = document[lang]
+        section["tldr"] = LIST_LIKE[:4]
+        section["insights"] = LIST_LIKE[4:8]
+        section["analysis"] = LIST_LIKE[:3] + LIST_LIKE[8:]
+        section["faq"][0]["answer"] = "1. First, the answer."
+    section["summary"] = "- starts with a dash"
+    tokens = MarkdownIt("commonmark").parse(render_article_markdown(Analysis.model_validate(document)))
+    opened = [t.type for t in tokens if t.type in ("bullet_list_open", "ordered_list_open", "hr")]
+    assert opened == ["bullet_list_open", "ordered_list_open"] * 2 + ["hr"], opened  # the rule: disclaimer
+    ordered = [t for t in tokens if t.type == "ordered_list_open"]
+    assert all(t.attrs.get("start", 1) == 1 for t in ordered), "insights are numbered from 1"
+    texts = ["".join(child.content for child in t.children or []) for t in tokens if t.type == "inline"]
+    assert all(texts.count(text) >= 2 for text in LIST_LIKE), texts  # as written, in both sections
+    assert "A: 1. First, the answer." in texts and "- starts with a dash" in texts
+
+
+def test_markdown_ends_with_the_disclaimer_then_the_tags_as_the_page(storage: Analysis) -> None:
     lines = [line for line in render_article_markdown(storage).splitlines() if line.strip()]
-    assert lines[-2:] == [f"Disclaimer: {DEFAULT_DISCLAIMER_EN}", DEFAULT_DISCLAIMER_ZH]
-    assert lines[-3] == "---"
-    assert lines[-4] == "Tags: " + ", ".join(f"{md_escape(t.en)} {md_escape(t.zh)}" for t in storage.tags)
+    assert lines[-4:-1] == ["---", f"Disclaimer: {DEFAULT_DISCLAIMER_EN}", DEFAULT_DISCLAIMER_ZH]
+    assert lines[-1] == "Tags: " + ", ".join(f"{md_escape(t.en)} {md_escape(t.zh)}" for t in storage.tags)
+    html = render_article_html(storage)
+    assert html.index("Disclaimer:") < html.index('class="tags"')
 
 
 # --- analysis.json ----------------------------------------------------------------------------

@@ -266,6 +266,26 @@ def test_markup_in_a_field_is_a_warning_not_an_error() -> None:
         assert findings[0].text is not None and SCRIPT in findings[0].text
 
 
+@pytest.mark.parametrize("marker", ["1. ", "2) ", "3、", "- ", "• "])
+def test_a_list_item_with_its_own_marker_is_a_warning(marker: str) -> None:
+    for call in LANGS:
+        answer = good(call)
+        answer[call]["tldr"][1] = marker + answer[call]["tldr"][1]
+        answer[call]["insights"][0] = marker + answer[call]["insights"][0]
+        findings = findings_for(call, answer)
+        assert [(f.check, f.severity, f.path) for f in findings] == [
+            ("markup", "warning", f"{call}.tldr[1]"), ("markup", "warning", f"{call}.insights[0]")
+        ]  # fmt: skip
+        assert f"list marker {marker.strip()!r}" in findings[0].message
+
+
+def test_a_number_that_starts_an_item_is_not_a_list_marker() -> None:
+    answer = good("en")
+    answer["en"]["tldr"][1] = "1.5% of output moved abroad"
+    answer["en"]["insights"][0] = "2026 is the year capacity doubles"
+    assert findings_for("en", answer) == []
+
+
 # --- parse_answer ----------------------------------------------------------------------------------------
 
 

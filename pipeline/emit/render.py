@@ -169,13 +169,23 @@ def _index_entry(analysis: Analysis) -> dict[str, Any]:
 _MD_SPECIAL = "\\`*_{}[]()#+!|~"
 
 
+# What would start a list or a thematic break at the start of a line: "1. ", "12.", "- ", "---".
+# ("+", "*", ")" and "#" are escaped wherever they are.)
+_MD_LINE_START = re.compile(r"\d{1,9}(?=\.(?:\s|$))|(?=-(?:\s|-|$))")
+
+
 def md_escape(text: str) -> str:
-    """Plain text safe in Markdown: markup characters escaped, HTML neutralised, one line."""
+    """Plain text safe in Markdown: markup characters escaped, HTML neutralised, one line; text
+    that starts like a list item or a rule ("1. First", "- item", "---") stays plain text."""
     text = " ".join(strip_controls(text).split())
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     for special in _MD_SPECIAL:  # str.replace per character: a few times faster than a regex here
         if special in text:
             text = text.replace(special, "\\" + special)
+    if text[:1].isdigit() or text[:1] == "-":
+        marker = _MD_LINE_START.match(text)
+        if marker is not None:
+            text = f"{text[: marker.end()]}\\{text[marker.end() :]}"
     return text
 
 
@@ -190,8 +200,8 @@ def render_article_markdown(analysis: Analysis) -> str:
               f"**Impact 影响力** {a.scores.impact}", "", "## Analysis 深度分析", ""]  # fmt: skip
     lines += ["**English**", "", *_markdown_section(a.en, _LABELS["en"])]
     lines += ["**中文**", "", *_markdown_section(a.zh, _LABELS["zh"])]
-    lines += ["Tags: " + ", ".join(f"{md_escape(t.en)} {md_escape(t.zh)}" for t in a.tags), ""]
     lines += ["---", "", f"Disclaimer: {md_escape(a.disclaimer.en)}", "", md_escape(a.disclaimer.zh), ""]
+    lines += ["Tags: " + ", ".join(f"{md_escape(t.en)} {md_escape(t.zh)}" for t in a.tags), ""]
     return "\n".join(lines)
 
 

@@ -154,3 +154,12 @@ def _markup(lang: Lang, section: Section) -> Iterator[Finding]:
         if ("<" in text or "=" in text or "t:" in text.lower()) and _MARKUP.search(text):
             yield Finding("markup", "warning", lang, f"{lang}.{path}",
                           "HTML or script in model text (escaped when rendered)", text)  # fmt: skip
+        if path.startswith(_LIST_FIELDS) and (marker := _LIST_MARKER.match(text)):
+            yield Finding("markup", "warning", lang, f"{lang}.{path}",
+                          f"starts with its own list marker {marker.group(1)!r}: the page numbers "
+                          "and bullets lists itself, so it would show twice", text)  # fmt: skip
+
+
+_LIST_FIELDS = ("tldr[", "insights[")
+# "1. ", "2) ", "3、", "- ", "• " at the start of a list item
+_LIST_MARKER = re.compile(r"\s*(\d{1,3}[.)、]|[-*•·●▪–—])(?=\s|(?<=、))")
