@@ -435,6 +435,23 @@ def test_source_is_a_link_only_for_http_urls(url: str | None, linked: bool) -> N
     assert [a.attrs.get("href") for a in links] == ([url] if linked else [])
 
 
+@pytest.mark.parametrize(
+    ("source", "title", "shown", "lang"),
+    [
+        ("能源观察周刊", "Storage tender", "能源观察周刊", "zh-Hans"),
+        ("Grid Weekly", "华电集团12GWh储能集采", "Grid Weekly", "en"),
+        (None, "华电集团12GWh储能集采", "华电集团12GWh储能集采", "zh-Hans"),  # the title stands in
+        (None, "Storage tender", "Storage tender", "en"),
+    ],
+)
+def test_the_source_line_has_the_language_of_what_it_shows(
+    source: str | None, title: str, shown: str, lang: str
+) -> None:
+    page = parse(render_article_html(make_analysis(source=source, title=title)))
+    [span] = page.root.one("p", class_="source").all("span")
+    assert (span.text(), span.attrs.get("lang")) == (shown, lang)
+
+
 # --- escaping ---------------------------------------------------------------------------------
 
 

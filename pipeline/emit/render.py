@@ -92,7 +92,8 @@ def render_article_html(analysis: Analysis, site: SiteInfo | None = None) -> str
     ]
     return _env().get_template("article.html.j2").render(
         a=analysis, sections=sections, css=_css(), site_name=site.name, site_name_zh=site.name_zh,
-        source_href=safe_href(analysis.article.url), source_lang=_text_lang(analysis.article.source or ""),
+        source_href=safe_href(analysis.article.url),
+        source_lang=_text_lang(analysis.article.source or analysis.article.title),
         published_day=(analysis.article.published_at or "")[:10],
     )  # fmt: skip
 
