@@ -31,11 +31,12 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.console import PlainProgress
+from pipeline.emit.index import render_index_html
 from pipeline.emit.output import iter_analyses
 from pipeline.model.replay import ReplayModel
 from pipeline.prompts import PromptBook
 from pipeline.runner import Runner, RunOptions
-from pipeline.schema import Analysis
+from pipeline.schema import Analysis, Tag
 from tests.cdp import CDP, Tab, chromium
 from tests.conftest import ARTICLES, RECORDINGS
 
@@ -250,3 +251,23 @@ def test_index_filters_by_tag_and_sorts_by_hot(
     assert sorted(by_hot) == sorted(newest_first) and by_hot != newest_first, "sorting reorders the entries"
     assert hot == sorted(hot, reverse=True), "hottest first"
     assert tab.problems() == [], "no console error and no exception"
+
+
+def test_the_tag_filter_keeps_an_article_whose_tag_has_a_separator_or_a_quote(
+    site: tuple[Path, dict[str, Analysis]], server: str, tab: Tab
+) -> None:
+    """Tags are listed in the entry as JSON, so no character of a label can split it."""
+    odd = ["Tag|pipe", 'Say "hi" & <b>', "a,b"]
+    first, second = list(site[1].values())[:2]
+    tagged = first.model_copy(update={"tags": [Tag(en=label, zh="标签") for label in odd]})
+    page = site[0] / "odd-tags.html"
+    page.write_text(render_index_html([tagged, second]), encoding="utf-8")
+    try:
+        tab.goto(f"{server}odd-tags.html")
+        visible = VISIBLE_TITLES % json.dumps([first.en.title, second.en.title])
+        for label in odd:
+            assert tab.evaluate(CHOOSE % json.dumps(label)) == label
+            assert tab.evaluate(visible) == [first.en.title], label
+        assert tab.problems() == [], "no console error and no exception"
+    finally:
+        page.unlink()

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -27,6 +28,7 @@ from pipeline.emit.output import ARTICLE_FILES, iter_analyses
 from pipeline.emit.render import (
     SiteInfo,
     md_escape,
+    parse_instant,
     render_analysis_json,
     render_article_html,
     render_article_markdown,
@@ -809,7 +811,15 @@ def test_index_lists_every_article_with_tags_and_scores(full_run: tuple[Path, Ru
         assert f"Hot {s.hot} · Quality {s.quality} · Impact {s.impact}" in meta
         for tag in a.tags:
             assert f"{tag.en} {tag.zh}" in meta
-        assert entry.attrs["data-tags"] == "|".join(t.en for t in a.tags)
+        chinese = [
+            span.text() for span in entry.one("p", class_="meta").all("span") if span.lang() == "zh-Hans"
+        ]
+        assert [t.zh for t in a.tags] == chinese[-len(a.tags) :]
+        assert json.loads(str(entry.attrs["data-tags"])) == [t.en for t in a.tags]
+        if a.article.published_at:
+            assert meta.startswith(f"{a.article.published_at[:10]} · ")
+        else:
+            assert meta.startswith(f"Generated 生成于 {a.generation.created_at[:10]} · ")
 
 
 def test_index_is_newest_first(full_run: tuple[Path, RunReport]) -> None:
@@ -821,6 +831,31 @@ def test_index_is_newest_first(full_run: tuple[Path, RunReport]) -> None:
     dated = [d[:10] for d in dates if d is not None]
     assert len(dated) >= 10
     assert dated == sorted(dated, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("published", "shown", "attribute"),
+    [
+        ("2026-06-06T10:30", "2026-06-06", "2026-06-06T10:30"),
+        ("2026-06-06", "2026-06-06", "2026-06-06"),
+        ("Spring 2026", "Spring 2026", None),  # what ingest could not read is shown whole, without datetime=
+    ],
+)
+def test_the_publication_date_on_the_page_the_index_and_the_feed(
+    published: str, shown: str, attribute: str | None
+) -> None:
+    analysis = make_analysis(published_at=published)
+    header = parse(render_article_html(analysis)).root.one("header")
+    times = {t.text(): t.attrs.get("datetime") for t in header.all("time")}
+    assert shown in header.text()
+    assert times.get(shown) == attribute
+    assert all(value is None or parse_instant(value) is not None for value in times.values())
+    [entry] = index_entries(render_index_html([analysis]))
+    assert entry.one("p", class_="meta").text().startswith(f"{shown} · ")
+    feed = ET.fromstring(render_atom_feed([analysis], SiteInfo()))
+    [entry_xml] = feed.findall("{http://www.w3.org/2005/Atom}entry")
+    stamp = entry_xml.findtext("{http://www.w3.org/2005/Atom}published")
+    assert (stamp is not None) == (attribute is not None)
 
 
 def test_index_orders_by_hand_made_dates() -> None:

@@ -107,6 +107,41 @@ def test_txt_chinese_header_labels_with_either_colon(tmp_path: Path, first: str,
     assert loaded.language == "zh"
 
 
+@pytest.mark.parametrize(
+    ("written", "iso"),
+    [
+        ("2026-06-06", "2026-06-06"),
+        ("2026-06-06T10:30:00Z", "2026-06-06T10:30:00Z"),
+        ("June 6, 2026", "2026-06-06"),
+        ("Jun. 6 2026", "2026-06-06"),
+        ("Saturday, June 6th, 2026", "2026-06-06"),
+        ("6 June 2026", "2026-06-06"),
+        ("June 6, 2026 at 3:04 p.m.", "2026-06-06T15:04"),
+        ("June 6, 2026 12:15 AM", "2026-06-06T00:15"),
+        ("Sat, 06 Jun 2026 10:30:00 GMT", "2026-06-06T10:30:00+00:00"),
+        ("06 Jun 2026 10:30:00 +0800", "2026-06-06T10:30:00+08:00"),
+        ("2026年6月6日", "2026-06-06"),
+        ("2026年6月6日 10:30", "2026-06-06T10:30"),
+        ("2026年06月06日10:30:00", "2026-06-06T10:30:00"),
+        ("2026/6/6", "2026-06-06"),
+        ("2026.06.06 10:30", "2026-06-06T10:30"),
+        ("June 6, 2026 25:99", "2026-06-06"),  # an impossible time: the date alone
+        ("February 30, 2026", "February 30, 2026"),  # not a date: kept as written
+        ("Spring 2026", "Spring 2026"),
+        ("2026年6月", "2026年6月"),
+        ("  June   6, 2026 ", "2026-06-06"),
+    ],
+)
+def test_publication_dates_in_known_forms_become_iso(tmp_path: Path, written: str, iso: str) -> None:
+    loaded = article(write(tmp_path / "dated.txt", f"Title: {EN_TITLE}\nPublished: {written}\n\n{EN_BODY}\n"))
+    assert loaded.published_at == iso
+
+
+def test_a_chinese_header_date_becomes_iso(tmp_path: Path) -> None:
+    header = f"标题：{ZH_TITLE}\n发布时间：2026年6月6日 10:30\n"
+    assert article(write(tmp_path / "rrr.txt", f"{header}\n{ZH_BODY}\n")).published_at == "2026-06-06T10:30"
+
+
 def test_txt_without_header_takes_first_line_as_title(tmp_path: Path) -> None:
     loaded = article(write(tmp_path / "plain.txt", f"{EN_TITLE}\n\n{EN_BODY}\n"))
     assert (loaded.title, loaded.text) == (EN_TITLE, EN_BODY)

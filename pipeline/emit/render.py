@@ -6,6 +6,7 @@ autoescaping, only http(s) URLs become links, and Markdown escapes markup charac
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -94,8 +95,19 @@ def render_article_html(analysis: Analysis, site: SiteInfo | None = None) -> str
         a=analysis, sections=sections, css=_css(), site_name=site.name, site_name_zh=site.name_zh,
         source_href=safe_href(analysis.article.url),
         source_lang=_text_lang(analysis.article.source or analysis.article.title),
-        published_day=(analysis.article.published_at or "")[:10],
+        published=_published(analysis),
     )  # fmt: skip
+
+
+def _published(analysis: Analysis) -> dict[str, str] | None:
+    """The publication date to show, and to put in a `datetime` attribute when it is ISO 8601 (a
+    date ingest could not read, "Spring 2026", is shown as written, with no attribute)."""
+    raw = analysis.article.published_at
+    if not raw:
+        return None
+    if parse_instant(raw) is None:
+        return {"day": raw, "iso": ""}
+    return {"day": raw[:10], "iso": raw}
 
 
 def _text_lang(text: str) -> str:
@@ -149,19 +161,15 @@ def index_instant(analysis: Analysis) -> datetime:
     )
 
 
-def _sort_date(analysis: Analysis) -> str:
-    return analysis.article.published_at or analysis.generation.created_at
-
-
 def _index_entry(analysis: Analysis) -> dict[str, Any]:
     return {
         "href": f"articles/{analysis.article.id}/article.html",
         "title_en": analysis.en.title, "title_zh": analysis.zh.title,
         "date": index_instant(analysis).astimezone(UTC).isoformat(),  # sortable as text in the page script
-        "day": _sort_date(analysis)[:10],
+        "published": _published(analysis), "generated_day": analysis.generation.created_at[:10],
         "hot": analysis.scores.hot, "quality": analysis.scores.quality, "impact": analysis.scores.impact,
-        "tags_attr": "|".join(t.en for t in analysis.tags),
-        "tags_label": ", ".join(f"{t.en} {t.zh}" for t in analysis.tags),
+        "tags_json": json.dumps([t.en for t in analysis.tags], ensure_ascii=False),  # the filter's
+        "tags": analysis.tags,
     }  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from pipeline.ingest.article import (
     make_article_id,
     truncate_to_tokens,
 )
+from pipeline.ingest.dates import normalize_published
 from pipeline.ingest.decode import UndecodableError, declared_html_charset, decode_text, looks_binary
 from pipeline.ingest.formats import (
     FormatError,
@@ -236,7 +237,7 @@ def _build(raw: RawArticle, label: str, name: str, limits: Limits) -> Loaded:
         input_path=label,
         source=raw.source,
         url=raw.url,
-        published_at=raw.published_at,
+        published_at=normalize_published(raw.published_at),
         author=raw.author,
         language=_language(raw.language, f"{title}\n{text}"),
         content_sha256=sha,
