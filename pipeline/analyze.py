@@ -186,9 +186,11 @@ class Analyzer:
 
     def _outcome(self, article: Article, talks: dict[Lang, Conversation],
                  findings: list[Finding]) -> ArticleOutcome:  # fmt: skip
-        if any(t.stale for t in talks.values()):
-            message = "replayed from a recording made with another prompt version; record it again"
-            findings = [*findings, Finding("stale", "warning", None, "", message)]
+        message = "replayed from a recording of another request (the prompts changed since); record it again"
+        findings = [
+            *findings,
+            *(Finding("stale", "warning", t.call, "", message) for t in talks.values() if t.stale),
+        ]
         en, zh = talks["en"].answer, talks["zh"].answer
         assert isinstance(en, EnglishAnswer) and isinstance(zh, ChineseAnswer)
         usage = _total(talks)

@@ -26,6 +26,7 @@ from pipeline.evaluate import (
 )
 from pipeline.ingest.article import Article, estimate_tokens
 from pipeline.prompts import PromptBook
+from pipeline.recordings import STATES as RECORDING_STATES
 from pipeline.recordings import RecordingState
 from pipeline.report import STATUSES, ArticleEntry, RunReport
 from pipeline.schema import Lang
@@ -203,17 +204,29 @@ def show_prompts(book: PromptBook, article: Article, calls: list[Lang], as_json:
               f"{body.get('response_format', {}).get('type', 'none (text)')} ---")  # fmt: skip
 
 
+def _recording_line(state: RecordingState) -> str:
+    if state.reason is not None:  # unreadable: the reason names the file
+        return state.reason if state.call else f"{state.path}: {state.reason}"
+    if not state.call:  # an orphan
+        return state.path
+    attempt = f" re-ask {state.attempt}" if state.attempt else ""
+    version = (
+        f" (recorded with {state.recorded_version})"
+        if state.state == "stale" and state.recorded_version
+        else ""
+    )
+    return f"{state.source} {state.call}{attempt}{version}"
+
+
 def show_recording_states(states: list[RecordingState], version: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"prompt_version": version, "recordings": [asdict(s) for s in states]},
                          ensure_ascii=False, indent=2))  # fmt: skip
         return
-    counts = {k: sum(1 for s in states if s.state == k) for k in ("current", "stale", "missing", "orphaned")}
+    counts = {k: sum(1 for s in states if s.state == k) for k in RECORDING_STATES}
     for state in states:
         if state.state != "current":
-            what = f"{state.source} {state.call}" if state.source else state.path
-            version_note = f" (recorded with {state.recorded_version})" if state.recorded_version else ""
-            print(f"{state.state:<9} {what}{version_note}")
+            print(f"{state.state:<10} {printable(_recording_line(state))}")
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     print(f"prompt version {version}: {summary}")
 

@@ -11,7 +11,7 @@
     │   ├── ReplyRefused         the model refused
     │   ├── ReplyFiltered        a content filter stopped the reply
     │   ├── RecordingMissing     replay found no recording for a call
-    │   └── RecordingStale       --strict-replay found a recording of another prompt version
+    │   └── RecordingStale       --strict-replay found a recording of another request
     └── AnswerRejected       the answer still failed validation after every re-ask
 
 Messages are written for the person running newsdesk: they say what went wrong and how to fix it.
@@ -83,7 +83,7 @@ class RecordingMissing(ModelError):
 
 
 class RecordingStale(ModelError):
-    """Strict replay found a recording made with another prompt version."""
+    """Strict replay found a recording of another request than the one sent today."""
 
 
 class AnswerRejected(NewsdeskError):

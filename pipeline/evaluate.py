@@ -55,10 +55,14 @@ class ArticleResult(_Frozen):
     id: str
     source: str = Field(description="The input, relative to the fixtures folder.")
     language: Literal["en", "zh", "other"]
-    status: EvalStatus = Field(description="failed: no analysis; stale: ok, from an older prompt version.")
+    status: EvalStatus = Field(
+        description="failed: no analysis; stale: ok, from recordings of older requests."
+    )
     error: str | None = None
     calls: int
-    stale: bool = Field(description="Some recording was made with another prompt version.")
+    stale: bool = Field(
+        description="Some recording answers another request than today's (the prompts changed)."
+    )
     validated: Validated = Field(
         description="full: every check ran; parse: an answer did not parse, so only the schema and "
         "structure checks ran; none: no answer reached the validators (e.g. a missing recording)."
@@ -514,7 +518,7 @@ def _stale(report: EvalReport) -> str:
     stale = [a for a in report.articles if a.stale]
     if not stale:
         return ""
-    lines = [f"Stale recordings, made with another prompt version ({len(stale)}):"]
+    lines = [f"Stale recordings, made for other requests ({len(stale)}):"]
     lines += [f"  {a.id} ({a.source})" for a in stale]
     return "\n".join(lines)
 

@@ -1,27 +1,31 @@
-"""Which recordings are current, stale, missing or orphaned (``newsdesk fixtures status``).
+"""Which recordings are current, stale, missing, unreadable or orphaned (``newsdesk fixtures status``).
 
-A recording is *current* when it was made with the prompt version the templates give today,
-*stale* when with another one, *missing* when an input has no recording for a call, and
+Each input is replayed as a run would replay it, answers checked and re-asks followed, so every
+recording the run would use is judged, re-asks included: *current* when it answers the exact
+request sent today, *stale* when the request has changed since it was recorded, *missing* when
+the run needs one that is not there, *unreadable* when it (or the input) cannot be read, and
 *orphaned* when no input uses it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipeline.errors import InputError
-from pipeline.ingest import Limits, load_articles
+from pipeline.analyze import Analyzer
+from pipeline.errors import InputError, RecordingMissing
+from pipeline.ingest import InputFailure, Limits, load_articles
 from pipeline.ingest.article import Article
-from pipeline.model.base import CallKey, ModelRequest
-from pipeline.model.replay import recording_path
+from pipeline.model.base import ModelReply, ModelRequest
+from pipeline.model.replay import ReplayModel, recording_path
 from pipeline.prompts import PromptBook
-from pipeline.schema import LANGS
 
-State = Literal["current", "stale", "missing", "orphaned"]
+State = Literal["current", "stale", "missing", "unreadable", "orphaned"]
+STATES: tuple[State, ...] = ("current", "stale", "missing", "unreadable", "orphaned")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class RecordingState:
     source: str | None
     call: str | None
     recorded_version: str | None = None
+    attempt: int = 0
+    reason: str | None = None  # why it is unreadable
 
 
 def recording_states(
@@ -46,34 +52,54 @@ def recording_states(
             raise InputError(str(path), "no such file or folder")
     if not recordings.is_dir():
         raise InputError(str(recordings), "no such recordings folder")
+    return asyncio.run(_walk(paths, recordings, book, limits))
+
+
+async def _walk(
+    paths: list[Path], recordings: Path, book: PromptBook, limits: Limits
+) -> list[RecordingState]:
     states: list[RecordingState] = []
-    used: set[Path] = set()
-    for article in load_articles(paths, limits):
-        if not isinstance(article, Article):
+    for item in load_articles(paths, limits):
+        if isinstance(item, InputFailure):
+            states.append(RecordingState("unreadable", item.label, "", item.label, None, reason=item.reason))
             continue
-        for call in LANGS:
-            request = ModelRequest(CallKey(article.id, call, 0), {}, book.version)
-            path = recording_path(recordings, request)
-            used.add(path.resolve())
-            states.append(_state(path, article, call, book.version))
+        probe = _Probe(ReplayModel(recordings), item)
+        await Analyzer(probe, book, book.settings).analyze(item)
+        states += probe.states
+    used = {Path(s.path).resolve() for s in states}
     for path in sorted(recordings.glob("*/*.json")):
-        if path.resolve() not in used and not _is_retry_of_used(path, used):
+        if path.resolve() not in used:
             states.append(RecordingState("orphaned", str(path), path.parent.name, None, None, _version(path)))
     return states
 
 
-def _state(path: Path, article: Article, call: str, current: str) -> RecordingState:
-    if not path.is_file():
-        return RecordingState("missing", str(path), article.id, article.input_path, call)
-    version = _version(path)
-    state: State = "current" if version == current else "stale"
-    return RecordingState(state, str(path), article.id, article.input_path, call, version)
+class _Probe:
+    """Replays one article's calls and notes the state of each recording it reads."""
 
+    def __init__(self, replay: ReplayModel, article: Article) -> None:
+        self.replay = replay
+        self.article = article
+        self.states: list[RecordingState] = []
 
-def _is_retry_of_used(path: Path, used: set[Path]) -> bool:
-    """`en-1.json` (a re-ask) belongs to an input whose `en-0.json` is used."""
-    call = path.stem.rsplit("-", 1)[0]
-    return (path.parent / f"{call}-0.json").resolve() in used
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        path = recording_path(self.replay.folder, request)
+        try:
+            reply = await self.replay.complete(request)
+        except RecordingMissing as exc:  # the article's conversation ends here
+            state: State = "unreadable" if path.exists() else "missing"
+            self._note(state, path, request, reason=str(exc) if state == "unreadable" else None)
+            raise
+        self._note("stale" if reply.stale else "current", path, request, _version(path))
+        return reply
+
+    def _note(self, state: State, path: Path, request: ModelRequest, version: str | None = None,
+              reason: str | None = None) -> None:  # fmt: skip
+        key = request.key
+        self.states.append(RecordingState(state, str(path), key.article_id, self.article.input_path, key.call,
+                                          version, key.attempt, reason))  # fmt: skip
+
+    async def aclose(self) -> None:
+        return None
 
 
 def _version(path: Path) -> str | None:

@@ -325,6 +325,8 @@ class Runner:
         return None
 
     def is_done(self, article: Article, out: Path) -> bool:
+        """Whether the article's outputs exist for its content, this prompt version, model and
+        schema, made from answers to today's requests (not replayed from stale recordings)."""
         folder = article_dir(out, article.id)
         existing = read_analysis(folder / "analysis.json")
         if existing is None or not all((folder / name).is_file() for name in ("article.html", "article.md")):
@@ -334,6 +336,7 @@ class Runner:
             and existing.generation.prompt_version == self.book.version
             and existing.generation.model == self.settings.model
             and existing.schema_version == SCHEMA_VERSION
+            and not any(warning.check == "stale" for warning in existing.generation.warnings)
         )
 
     def _budget(self) -> Budget | None:
@@ -385,7 +388,7 @@ class Runner:
     def _entry(self, article: Article, outcome: ArticleOutcome) -> ArticleEntry:
         notes = list(article.notes)
         if outcome.stale:
-            notes.append("stale: replayed from recordings made with another prompt version")
+            notes.append("stale: replayed from recordings of other requests (the prompts changed)")
         price = self.settings.price()
         cost = None
         if price is not None:

@@ -17,13 +17,14 @@ import pytest
 
 from pipeline.analyze import Analyzer, ArticleOutcome
 from pipeline.config import Settings
-from pipeline.errors import ModelUnavailable
+from pipeline.errors import ModelUnavailable, RecordingStale
 from pipeline.ingest.article import Article
 from pipeline.model.base import ChatModel, ModelReply, ModelRequest, reply_from_body
 from pipeline.model.fake import ScriptedModel, text_reply
 from pipeline.model.replay import RecordingModel, ReplayModel, request_sha256
 from pipeline.prompts import PromptBook
 from pipeline.schema import LANGS, ChineseAnswer, EnglishAnswer, Usage
+from pipeline.testing.fixtures import first_request
 from tests.conftest import RECORDINGS
 
 Outcome = ModelReply | BaseException
@@ -465,19 +466,39 @@ def test_replay_without_a_recording_says_how_to_record(article: Article, tmp_pat
     assert article.id in outcome.error
 
 
-def test_replay_of_a_recording_made_with_other_prompts_is_stale_but_usable(
+def test_replay_of_a_recording_of_another_request_is_stale_but_usable(
     article: Article, tmp_path: Path
 ) -> None:
     shutil.copytree(RECORDINGS / article.id, tmp_path / article.id)
     path = tmp_path / article.id / "en-0.json"
     document = json.loads(path.read_text(encoding="utf-8"))
     document["prompt_version"] = "000000000000"
+    document["request"]["messages"][0]["content"] += " (an older system prompt)"
+    document["request_sha256"] = request_sha256(document["request"])
     path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
 
     outcome = analyze(ReplayModel(tmp_path), article)
     assert outcome.stale is True
     assert outcome.analysis is not None
     assert outcome.error is None
+    assert [(f.check, f.lang) for f in outcome.findings if f.check == "stale"] == [("stale", "en")]
+    with pytest.raises(RecordingStale, match=r"en-0\.json was made for another request"):
+        asyncio.run(
+            ReplayModel(tmp_path, strict=True).complete(first_request(PromptBook(Settings()), article, "en"))
+        )
+
+
+def test_a_recording_of_the_same_request_is_current_whatever_its_prompt_version(
+    article: Article, tmp_path: Path
+) -> None:
+    """An edit to one call's prompt changes the prompt version, but the other call's request is the
+    same: its recording still answers it."""
+    shutil.copytree(RECORDINGS / article.id, tmp_path / article.id)
+    path = tmp_path / article.id / "en-0.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**document, "prompt_version": "000000000000"}), encoding="utf-8")
+    outcome = analyze(ReplayModel(tmp_path, strict=True), article)
+    assert outcome.stale is False and outcome.analysis is not None
 
 
 def test_replay_of_a_broken_recording_fails_that_article(article: Article, tmp_path: Path) -> None:

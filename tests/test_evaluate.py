@@ -244,7 +244,7 @@ def test_unreadable_baseline_is_an_input_error(tmp_path: Path) -> None:
 
 def test_stale_recording_is_reported_stale(tmp_path: Path) -> None:
     folder = copy_fixtures(tmp_path)
-    edit_recording(folder, RRR, "zh", lambda document: document.update(prompt_version="0123456789ab"))
+    edit_recording(folder, RRR, "zh", lambda document: document.update(request_sha256="0" * 64))
     report = run_eval(folder)
     rrr = report.article(RRR)
     assert rrr is not None and rrr.status == "stale" and rrr.stale

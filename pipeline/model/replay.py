@@ -2,7 +2,8 @@
 
 A recording holds ``request`` (the exact body sent), ``response`` (the exact body received),
 the ``key`` that finds it again and the ``prompt_version`` it was made with. No API key or
-header is ever written.
+header is ever written. A recording is *stale* when the request sent today differs from the one
+recorded (the prompts, the glossary, the schema or the model parameters changed for it).
 """
 
 from __future__ import annotations
@@ -36,6 +37,44 @@ def recording_document(request: ModelRequest, response: dict[str, Any]) -> dict[
     }  # fmt: skip
 
 
+def read_recording(path: Path, request: ModelRequest) -> dict[str, Any]:
+    """The recording at `path`, with a "response" object; RecordingMissing, naming the file and
+    the fix, when there is none or it cannot be read."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        key = request.key
+        raise RecordingMissing(
+            f"no recording for article {key.article_id} call {key.call} attempt {key.attempt} in "
+            f"{path.parent.parent}; record it with `newsdesk run ARTICLE --record {path.parent.parent}` "
+            "against a live endpoint"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise RecordingMissing(f"recording {path} is not valid JSON ({exc.msg}); record it again") from None
+    except UnicodeDecodeError:
+        raise RecordingMissing(f"recording {path} is not UTF-8 text; record it again") from None
+    except OSError as exc:
+        raise RecordingMissing(
+            f"recording {path} cannot be read ({exc.strerror or exc}); record it again"
+        ) from None
+    if not isinstance(document, dict) or not isinstance(document.get("response"), dict):
+        raise RecordingMissing(
+            f'recording {path} holds no recorded response (a JSON object with a "response" '
+            "object); record it again"
+        )
+    return document
+
+
+def is_stale(document: dict[str, Any], request: ModelRequest) -> bool:
+    """Whether a recording answers another request than `request`, by the hash of the request it
+    stored: an edit to the Chinese task leaves the English calls current, and a re-ask whose
+    findings changed is stale. (A recording without a hash goes by its prompt version.)"""
+    recorded = document.get("request_sha256")
+    if not isinstance(recorded, str):
+        return document.get("prompt_version") != request.prompt_version
+    return recorded != request_sha256(request.body)
+
+
 class ReplayModel:
     """Answers from recordings; never touches the network."""
 
@@ -45,28 +84,13 @@ class ReplayModel:
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         path = recording_path(self.folder, request)
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RecordingMissing(
-                f"no recording for article {request.key.article_id} call {request.key.call} "
-                f"attempt {request.key.attempt} in {self.folder}; record it with "
-                f"`newsdesk run ARTICLE --record {self.folder}` against a live endpoint"
-            ) from None
-        except json.JSONDecodeError as exc:
-            raise RecordingMissing(
-                f"recording {path} is not valid JSON ({exc.msg}); record it again"
-            ) from None
-        if not isinstance(document, dict) or not isinstance(document.get("response"), dict):
-            raise RecordingMissing(
-                f'recording {path} holds no recorded response (a JSON object with a "response" '
-                "object); record it again"
-            )
-        stale = document.get("prompt_version") != request.prompt_version
+        document = read_recording(path, request)
+        stale = is_stale(document, request)
         if stale and self.strict:
             raise RecordingStale(
-                f"recording {path} was made with prompt version {document.get('prompt_version')}, "
-                f"not the current {request.prompt_version}; record it again with --record"
+                f"recording {path} was made for another request (prompt version "
+                f"{document.get('prompt_version')}, not the current {request.prompt_version}); "
+                "record it again with --record"
             )
         return reply_from_body(document["response"], stale=stale)
 

@@ -17,18 +17,20 @@ went stale must be recorded again (``newsdesk run --record``).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.analyze import Analyzer
 from pipeline.config import Settings
 from pipeline.emit.write import atomic_write_text
 from pipeline.ingest import load_articles
 from pipeline.ingest.article import Article, estimate_tokens
-from pipeline.model.base import CallKey, ModelRequest
-from pipeline.model.replay import recording_document, recording_path
+from pipeline.model.base import CallKey, ModelReply, ModelRequest, reply_from_body
+from pipeline.model.replay import read_recording, recording_document, recording_path
 from pipeline.prompts import PromptBook
 from pipeline.schema import LANGS, Lang
 
@@ -75,17 +77,28 @@ def write_recording(folder: Path, request: ModelRequest, content: str) -> Path:
 
 
 def build(articles_dir: Path, answers_dir: Path, recordings: Path) -> int:
+    """Write a recording for each answer; every answer is read first, so a missing or broken one
+    stops the build before any recording is rewritten."""
     book = PromptBook(Settings())
-    written = 0
+    planned: list[tuple[ModelRequest, str]] = []
+    problems: list[str] = []
     for article in load_articles([articles_dir]):
         if not isinstance(article, Article):
-            raise SystemExit(f"fixture input fails to load: {article.label}: {article.reason}")
+            problems.append(f"{article.label}: {article.reason}")
+            continue
         for call in LANGS:
             answer = answers_dir / answer_name(article, call)
-            content = json.dumps(json.loads(answer.read_text(encoding="utf-8")), ensure_ascii=False)
-            write_recording(recordings, first_request(book, article, call), content)
-            written += 1
-    return written
+            try:
+                content = json.dumps(json.loads(answer.read_text(encoding="utf-8")), ensure_ascii=False)
+            except (OSError, ValueError) as exc:
+                problems.append(f"{answer}: {getattr(exc, 'strerror', None) or exc}")
+                continue
+            planned.append((first_request(book, article, call), content))
+    if problems:
+        raise SystemExit("nothing was written; fix these first:\n  " + "\n  ".join(problems))
+    for request, content in planned:
+        write_recording(recordings, request, content)
+    return len(planned)
 
 
 def _recorded_answers(
@@ -106,12 +119,35 @@ def _recorded_answers(
 
 
 def restamp(articles_dir: Path, recordings: Path) -> int:
-    """Rewrite each recording's request for the current prompts, keeping its answer."""
-    written = 0
-    for _, _, request, content in _recorded_answers(articles_dir, recordings):
-        write_recording(recordings, request, content)
-        written += 1
-    return written
+    """Rewrite each recording's request for the current prompts, keeping its answer. Each article
+    is replayed as a run would replay it, so re-asks get the request the run sends them."""
+    book = PromptBook(Settings())
+    stamper = _Restamper(recordings)
+
+    async def replay_all() -> None:
+        for article in load_articles([articles_dir]):
+            if isinstance(article, Article):
+                await Analyzer(stamper, book, book.settings).analyze(article)
+
+    asyncio.run(replay_all())
+    return stamper.written
+
+
+class _Restamper:
+    """Answers each call from its recording and writes the recording again for today's request."""
+
+    def __init__(self, recordings: Path) -> None:
+        self.recordings = recordings
+        self.written = 0
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        reply = reply_from_body(read_recording(recording_path(self.recordings, request), request)["response"])
+        write_recording(self.recordings, request, reply.content or "")
+        self.written += 1
+        return reply
+
+    async def aclose(self) -> None:
+        return None
 
 
 def export(articles_dir: Path, recordings: Path, answers: Path) -> int:
