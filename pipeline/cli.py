@@ -41,7 +41,7 @@ from pipeline.model.cache import JOURNAL_DIR, JournaledModel
 from pipeline.model.replay import RecordingModel, ReplayModel
 from pipeline.prompts import PromptBook
 from pipeline.recordings import recording_states
-from pipeline.redact import Redactor
+from pipeline.redact import NO_KEY, Redactor
 from pipeline.report import RunReport
 from pipeline.runner import Progress, RunMode, Runner, RunOptions, parse_shard
 from pipeline.schema import Analysis, Lang
@@ -77,7 +77,7 @@ def api_key(settings: Settings) -> str:
     if key:
         return key
     if settings.base_url:
-        return "unused"  # local servers (vLLM, Ollama, llama.cpp) often need no key
+        return NO_KEY  # local servers (vLLM, Ollama, llama.cpp) often need no key
     raise ConfigError(f"no API key: set ${settings.api_key_env}, or use --replay DIR to run from recordings")
 
 

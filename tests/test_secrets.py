@@ -266,6 +266,33 @@ def test_an_answer_that_echoes_the_key_is_published_without_it(tmp_path: Path, b
     assert assert_no_secret(result, out, record, echo=(masked(KEY),)) > 5
 
 
+@pytest.mark.parametrize("key", [None, "test"], ids=["no-key", "short-local-key"])
+def test_a_local_server_s_placeholder_key_is_not_taken_out_of_answers(
+    tmp_path: Path, key: str | None
+) -> None:
+    """With no key (a local server) the client sends a placeholder, and a local server's key may be
+    a word: neither is a secret to strip from what the model wrote."""
+    recordings = load_recordings(RECORDINGS)
+    added = " Some unused test capacity remains."
+
+    def add_words(body: dict[str, Any]) -> Reply:
+        recording = find_recording(recordings, body["messages"])
+        assert recording is not None
+        response = copy.deepcopy(recording.response)
+        answer = json.loads(response["choices"][0]["message"]["content"])
+        (answer.get("en") or answer["zh"])["summary"] += added
+        response["choices"][0]["message"]["content"] = json.dumps(answer, ensure_ascii=False)
+        return Reply(body=response)
+
+    out = tmp_path / "out"
+    with FakeOpenAIServer(script=add_words) as server:
+        result = run_newsdesk("run", ONE, "--out", out, "--base-url", server.base_url, api_key=key)
+    assert result.returncode == 0, result.stderr
+    (analysis,) = out.glob("articles/*/analysis.json")
+    document = json.loads(analysis.read_text(encoding="utf-8"))
+    assert all(document[lang]["summary"].endswith(added) for lang in ("en", "zh"))
+
+
 # --- configuration: the key is read from the environment variable the config names ------------------------
 
 
