@@ -10,6 +10,8 @@ import asyncio
 import os
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -32,7 +34,7 @@ from pipeline.dryrun import DryRun, dry_run
 from pipeline.emit.index import write_index
 from pipeline.emit.output import write_article
 from pipeline.emit.render import SiteInfo
-from pipeline.errors import ConfigError, InputError, LockedError, NewsdeskError
+from pipeline.errors import ConfigError, InputError, LockedError, NewsdeskError, OutputError
 from pipeline.evaluate import DEFAULT_REPORT_NAME, evaluate, load_eval_report, write_eval_report
 from pipeline.evaluate import compare as compare_eval
 from pipeline.ingest import Limits
@@ -64,12 +66,22 @@ def newsdesk() -> None:
     """Turn raw news articles into bilingual (English + Simplified Chinese) analysis."""
 
 
-def fail(exc: NewsdeskError) -> NoReturn:
+def fail(exc: NewsdeskError, code: int | None = None) -> NoReturn:
     if os.environ.get("NEWSDESK_DEBUG"):
         raise exc
-    code = next((c for kind, c in EXIT_CODES.items() if isinstance(exc, kind)), 1)
+    if code is None:
+        code = next((c for kind, c in EXIT_CODES.items() if isinstance(exc, kind)), 1)
     typer.echo(printable(Redactor(_secrets())(f"Error: {exc}")), err=True)  # a message may quote the key
     raise typer.Exit(code)
+
+
+@contextmanager
+def writing_to(path: Path) -> Iterator[None]:
+    """A file or folder the user named that cannot be written: an OutputError naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot be written ({exc.strerror or exc})") from None
 
 
 def api_key(settings: Settings) -> str:
@@ -208,8 +220,11 @@ def render_command(
         settings = resolve_settings({}, config)
         parsed = parse_analysis(analysis, read_analysis_document(analysis))
         site = SiteInfo(settings.site_name, settings.site_name_zh, settings.site_url)
-        written = write_article(out, parsed, site)
-        write_index(out, site)
+        with writing_to(out):
+            written = write_article(out, parsed, site)
+            write_index(out, site)
+    except OutputError as exc:
+        fail(exc, 2)
     except NewsdeskError as exc:
         fail(exc)
     for path in written:
@@ -292,7 +307,10 @@ def eval_command(
         settings = resolve_settings({}, config)
         report = asyncio.run(evaluate(folder, settings))
         comparison = compare_eval(report, load_eval_report(baseline)) if baseline else None
-        write_eval_report(report, report_path)
+        with writing_to(report_path):
+            write_eval_report(report, report_path)
+    except OutputError as exc:
+        fail(exc, 2)
     except NewsdeskError as exc:
         fail(exc)
     show_eval(report, comparison, as_json)
@@ -309,7 +327,10 @@ def diff_command(
     try:
         result = diff_runs(out_a, out_b)
         if html is not None:
-            write_diff_html(result, html)
+            with writing_to(html):
+                write_diff_html(result, html)
+    except OutputError as exc:
+        fail(exc, 2)
     except NewsdeskError as exc:
         fail(exc)
     typer.echo(render_diff_text(result), nl=False)
@@ -355,6 +376,11 @@ def _secrets(settings: Settings | None = None) -> list[str]:
 def main() -> None:
     try:
         app()
-    except Exception:  # only with NEWSDESK_DEBUG set do errors get here; the traceback is redacted
-        print(Redactor(_secrets())(traceback.format_exc()), file=sys.stderr, end="")
+    except Exception as exc:  # a bug, or any error with NEWSDESK_DEBUG set; the traceback is redacted
+        redact = Redactor(_secrets())
+        if os.environ.get("NEWSDESK_DEBUG"):
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        else:
+            line = f"Error: internal error ({type(exc).__name__}: {exc}); rerun with NEWSDESK_DEBUG=1"
+            print(printable(redact(line + " for the traceback")), file=sys.stderr)
         raise SystemExit(1) from None

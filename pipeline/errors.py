@@ -3,7 +3,8 @@
     NewsdeskError
     ├── ConfigError          bad flag, config file or environment (exit 2)
     ├── LockedError          another run holds the output folder (exit 3)
-    ├── OutputError          the output folder cannot be written (exit 1; 2 before the run starts)
+    ├── OutputError          the output folder, or a file a command was told to write, cannot be written
+    │                        (exit 1 during a run; 2 before it starts and for eval, diff, render)
     ├── InputError           one input cannot be read as an article (that input fails, the batch goes on)
     ├── ModelError           the model could not give a usable answer for one call
     │   ├── ModelUnavailable     transport failures that outlived the retries, 4xx from the endpoint
