@@ -106,11 +106,10 @@ def build_model(
     from pipeline.model.live import LiveModel
 
     key = api_key(settings)
-    live: ChatModel = LiveModel(settings, key, Redactor([key]))
-    if record:
-        live = RecordingModel(live, record)
-    journal = JournaledModel(live, out / JOURNAL_DIR)
-    return journal, "record" if record else "live", journal
+    journal = JournaledModel(LiveModel(settings, key, Redactor([key])), out / JOURNAL_DIR)
+    if record:  # outside the journal: an answer is journaled even when its recording cannot be saved
+        return RecordingModel(journal, record), "record", journal
+    return journal, "live", journal
 
 
 @app.command("run")

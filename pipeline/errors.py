@@ -11,7 +11,8 @@
     │   ├── ReplyTruncated       the reply hit the token limit
     │   ├── ReplyRefused         the model refused
     │   ├── ReplyFiltered        a content filter stopped the reply
-    │   ├── RecordingMissing     replay found no recording for a call
+    │   ├── RecordingMissing     replay found no recording for a call (or cannot read it)
+    │   ├── RecordingUnwritable  --record cannot save a call (the run stops; the answer is journaled)
     │   └── RecordingStale       --strict-replay found a recording of another request
     └── AnswerRejected       the answer still failed validation after every re-ask
 
@@ -81,6 +82,13 @@ class ReplyFiltered(ModelError):
 
 class RecordingMissing(ModelError):
     """Replay mode has no recording for a call."""
+
+
+class RecordingUnwritable(ModelError):
+    """--record could not save a call (the answer itself is journaled: it is not paid for again).
+    Every later recording would fail the same way, so the run stops starting articles."""
+
+    fatal = True
 
 
 class RecordingStale(ModelError):

@@ -160,6 +160,36 @@ def test_record_then_replay_round_trip(server: FakeOpenAIServer, tmp_path: Path)
     assert a["zh"] == b["zh"] and a["en"] == b["en"]
 
 
+def test_a_recordings_folder_that_cannot_be_written_stops_the_run_and_nothing_is_paid_twice(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("x", encoding="utf-8")
+    bad, good, out = tmp_path / "a-file" / "rec", tmp_path / "rec", tmp_path / "out"
+    articles = [str(ARTICLES / "zh-rrr-cut.txt"), str(ARTICLES / "energy-iron-air-storage.txt")]
+    config = tmp_path / "one.toml"
+    config.write_text("concurrency = 1\n", encoding="utf-8")
+    first = newsdesk("run", *articles, "--out", str(out), "--base-url", server.base_url, "--record", str(bad),
+                     "--config", str(config))  # fmt: skip
+    assert first.returncode == 1
+    report = report_of(out)
+    failed = [a for a in report["articles"] if a["status"] == "failed"]  # type: ignore[union-attr, index]
+    assert len(failed) == 1 and f"cannot save the recording {bad}" in failed[0]["error"]
+    assert "make --record" in failed[0]["error"] and "cannot write to" not in failed[0]["error"]
+    assert [a["status"] for a in report["articles"]].count("not_started") == 1  # type: ignore[union-attr, index]
+    paid = len([r for r in server.requests if r.path.endswith("/chat/completions")])
+    assert paid == 2, "both calls of the first article were made once"
+
+    again = newsdesk(
+        "run", *articles, "--out", str(out), "--base-url", server.base_url, "--record", str(good)
+    )
+    assert again.returncode == 0, again.stderr
+    calls = len([r for r in server.requests if r.path.endswith("/chat/completions")])
+    assert calls - paid == 2, (
+        "the first article's answers came from the journal: only the second one's are new"
+    )
+    assert len(list(good.rglob("*.json"))) == 4, "the journaled answers were recorded on the rerun"
+
+
 def test_replay_without_a_recording_says_how_to_record(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.emit.write import atomic_write_text
-from pipeline.errors import RecordingMissing, RecordingStale
+from pipeline.errors import RecordingMissing, RecordingStale, RecordingUnwritable
 from pipeline.model.base import ChatModel, ModelReply, ModelRequest, reply_from_body
 
 
@@ -99,7 +99,8 @@ class ReplayModel:
 
 
 class RecordingModel:
-    """Wraps a live model and saves every answered call."""
+    """Wraps a model and saves every answered call (around the call journal, so that an answer is
+    journaled before its recording is written)."""
 
     def __init__(self, inner: ChatModel, folder: Path) -> None:
         self.inner = inner
@@ -109,7 +110,14 @@ class RecordingModel:
         reply = await self.inner.complete(request)
         document = recording_document(request, reply.body)
         text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
-        atomic_write_text(recording_path(self.folder, request), text)
+        path = recording_path(self.folder, request)
+        try:
+            atomic_write_text(path, text)
+        except OSError as exc:
+            raise RecordingUnwritable(
+                f"cannot save the recording {path} ({exc.strerror or exc}); make --record {self.folder} "
+                "a writable folder (the answer is kept in the call journal, so it is not paid for again)"
+            ) from None
         return reply
 
     async def aclose(self) -> None:
