@@ -95,7 +95,7 @@ def _pending_requests(
     limits = Limits(runner.settings.max_input_bytes, runner.settings.max_input_tokens)
     seen: set[str] = set()
     requests: list[ModelRequest] = []
-    for item in discover(paths):
+    for item in discover(paths, exclude=options.out):
         loaded = [item] if isinstance(item, InputFailure) else load_file(item, limits)
         for article in loaded:
             if not isinstance(article, Article) or article.content_sha256 in seen:

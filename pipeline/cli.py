@@ -37,7 +37,7 @@ from pipeline.emit.render import SiteInfo
 from pipeline.errors import ConfigError, InputError, LockedError, NewsdeskError, OutputError
 from pipeline.evaluate import DEFAULT_REPORT_NAME, evaluate, load_eval_report, write_eval_report
 from pipeline.evaluate import compare as compare_eval
-from pipeline.ingest import Limits
+from pipeline.ingest import Limits, check_out_apart
 from pipeline.model.base import ChatModel
 from pipeline.model.cache import JOURNAL_DIR, JournaledModel
 from pipeline.model.replay import RecordingModel, ReplayModel
@@ -158,7 +158,8 @@ def run_command(
         options = RunOptions(out=out, force=force, shard=_shard(shard))
         book = PromptBook(settings)
         if dry_run:
-            estimate = dry_run_estimate(paths, settings, book)
+            check_out_apart(paths, out)
+            estimate = dry_run_estimate(paths, settings, book, out)
             show_dry_run(estimate, settings)
             raise typer.Exit(1 if estimate.failures else 0)  # as a run exits when an input fails
         if strict_replay and not replay:
@@ -262,8 +263,8 @@ def prompts_command(
         fail(exc)
 
 
-def dry_run_estimate(paths: list[Path], settings: Settings, book: PromptBook) -> DryRun:
-    return dry_run(paths, settings, book)
+def dry_run_estimate(paths: list[Path], settings: Settings, book: PromptBook, out: Path) -> DryRun:
+    return dry_run(paths, settings, book, out)
 
 
 @fixtures_app.command("status")

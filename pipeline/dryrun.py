@@ -42,10 +42,11 @@ def request_tokens(body: dict[str, object]) -> int:
     return total
 
 
-def dry_run(paths: Iterable[Path], settings: Settings, book: PromptBook) -> DryRun:
+def dry_run(paths: Iterable[Path], settings: Settings, book: PromptBook, out: Path | None = None) -> DryRun:
+    """What a run would send for the inputs under `paths` (the output folder `out` left out)."""
     result = DryRun()
     limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
-    for item in load_articles(paths, limits):
+    for item in load_articles(paths, limits, exclude=out):
         if isinstance(item, InputFailure):
             result.failures.append(item)
             continue

@@ -32,7 +32,7 @@ from pipeline.emit.render import SiteInfo
 from pipeline.emit.write import atomic_write_chunks
 from pipeline.errors import OutputError
 from pipeline.events import EventLog
-from pipeline.ingest import InputFailure, Limits, discover, load_file
+from pipeline.ingest import InputFailure, Limits, check_out_apart, discover, load_file
 from pipeline.ingest.article import Article, estimate_tokens
 from pipeline.lock import RunLock, describe_holder
 from pipeline.model.base import ChatModel
@@ -148,6 +148,8 @@ class Runner:
     ) -> RunReport:
         """Process every input; `before` runs first, inside the lock (the Batch API step)."""
         run_id = run_id or new_run_id()
+        paths = list(paths)
+        check_out_apart(paths, options.out)
         with RunLock(options.out, run_id) as lock:
             events = EventLog(options.out / "logs" / f"{run_id}.jsonl", self.redactor)
             try:

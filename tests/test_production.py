@@ -371,6 +371,43 @@ def test_a_dry_run_estimates_every_request_and_names_each_unreadable_input(tmp_p
     assert "dry run: 13 article(s), 0 unreadable input(s), 26 request(s)" in clean.stdout
 
 
+@pytest.mark.parametrize("where", ["same", "input-inside"])
+def test_an_output_folder_that_is_or_holds_an_input_is_refused_before_anything_is_written(
+    tmp_path: Path, where: str
+) -> None:
+    """Else the run reads its own log lines as articles and logs each failure: a growing loop."""
+    inputs = tmp_path / "in"
+    shutil.copytree(ARTICLES, inputs)
+    out, given = (inputs, inputs) if where == "same" else (tmp_path, inputs)
+    before = sorted(tmp_path.rglob("*"))
+    for extra in ([], ["--dry-run"]):
+        result = run_newsdesk("run", given, "--replay", RECORDINGS, "--out", out, *extra, timeout=30)
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"Error: --out {out} ") and "write the outputs to another folder" in line
+    assert sorted(tmp_path.rglob("*")) == before, "no lock, log or report was written"
+
+
+def test_an_output_folder_inside_the_inputs_is_never_read_as_input(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    shutil.copytree(ARTICLES, inputs)
+    out = inputs / "site"
+    first = run_newsdesk("run", inputs, "--replay", RECORDINGS, "--out", out)
+    assert first.returncode == 0, first.stderr
+    again = run_newsdesk("run", inputs, "--replay", RECORDINGS, "--out", out)
+    assert again.returncode == 0, again.stderr
+    counts = report_of(out)["counts"]
+    assert counts["skipped"] == 13 and sum(counts.values()) == 13
+    dry = run_newsdesk("run", inputs, "--dry-run", "--out", out)
+    assert dry.returncode == 0, dry.stdout
+    assert "dry run: 13 article(s), 0 unreadable input(s), 26 request(s)" in dry.stdout
+    settings = Settings()
+    journal = JournaledModel(ReplayModel(RECORDINGS), out / JOURNAL_DIR)
+    runner = Runner(settings, journal, PromptBook(settings), PlainProgress(io.StringIO()), journal)
+    pending = _pending_requests(runner, runner.book, journal, [inputs], RunOptions(out=out))
+    assert pending == [], "the Batch API would send nothing: every article is done, no page is an input"
+
+
 # ----------------------------------------------------------------------------- 3. the call journal
 
 

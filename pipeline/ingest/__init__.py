@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from pipeline.errors import ConfigError
 from pipeline.ingest.article import (
     Article,
     SourceLanguage,
@@ -57,6 +58,20 @@ class InputFailure:
 
 
 Loaded = Article | InputFailure
+
+
+def check_out_apart(paths: Iterable[str | Path], out: Path) -> None:
+    """The output folder must not be an input, nor hold one: a run would read its own pages, logs
+    and reports as articles. (An output folder inside an input folder is fine: it is skipped.)"""
+    home = out.resolve()
+    for raw in paths:
+        path = Path(raw).resolve()
+        if path == home or home in path.parents:
+            what = "is an input folder" if path == home else f"holds the input {raw}"
+            raise ConfigError(
+                f"--out {out} {what}: a run would read its own outputs as articles; write the "
+                "outputs to another folder (one inside the input folder is fine: it is skipped)"
+            )
 
 
 def discover(paths: Iterable[str | Path], exclude: Path | None = None) -> Iterator[Path | InputFailure]:
@@ -111,10 +126,12 @@ def _first_visit(path: Path, seen: set[Path]) -> bool:
     return True
 
 
-def load_articles(paths: Iterable[str | Path], limits: Limits | None = None) -> Iterator[Loaded]:
-    """Every article (or failure) under `paths`."""
+def load_articles(
+    paths: Iterable[str | Path], limits: Limits | None = None, exclude: Path | None = None
+) -> Iterator[Loaded]:
+    """Every article (or failure) under `paths`, the folder `exclude` left out."""
     limits = limits or Limits()
-    for item in discover(paths):
+    for item in discover(paths, exclude):
         if isinstance(item, InputFailure):
             yield item
         else:
