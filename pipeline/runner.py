@@ -32,7 +32,7 @@ from pipeline.emit.render import SiteInfo
 from pipeline.emit.write import atomic_write_chunks
 from pipeline.errors import OutputError
 from pipeline.events import EventLog
-from pipeline.ingest import InputFailure, Limits, check_out_apart, discover, load_file
+from pipeline.ingest import InputFailure, Limits, check_out_apart, discover, load_file, path_label
 from pipeline.ingest.article import Article, estimate_tokens
 from pipeline.lock import RunLock, describe_holder
 from pipeline.model.base import ChatModel
@@ -240,7 +240,7 @@ class Runner:
             except Exception as exc:  # a reader bug fails this input, never the batch
                 if os.environ.get("NEWSDESK_DEBUG"):
                     raise
-                yield InputFailure(str(item), f"cannot be read (internal error: {type(exc).__name__})")
+                yield InputFailure(path_label(item), f"cannot be read (internal error: {type(exc).__name__})")
 
     async def _process_all(self, items: Iterator[Article | InputFailure], options: RunOptions,
                            budget: Budget | None, record: _Record, events: EventLog) -> None:  # fmt: skip

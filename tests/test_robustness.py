@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.ingest import InputFailure, Limits, load_articles, load_file
 from pipeline.ingest.article import Article
+from tests.conftest import run_newsdesk
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTICLES = ROOT / "fixtures" / "articles"
@@ -378,3 +380,24 @@ def test_monster_inputs_fail_alone_and_the_fixture_article_in_the_same_run_is_an
         assert entry["error"] and len(entry["error"].splitlines()) == 1, entry
     assert report["counts"]["ok"] == 1 and report["counts"]["failed"] == 8
     assert (out / "articles" / by_source["m-fixture.txt"]["id"] / "analysis.json").is_file()
+
+
+def test_file_names_that_are_not_valid_in_the_file_system_encoding_do_not_stop_the_run(
+    tmp_path: Path,
+) -> None:
+    """A GBK file name from an unzipped Chinese archive: its bytes are shown escaped in the report,
+    the log and the console, and the run finishes (the report, the index and the feed written)."""
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    gbk_name = os.fsdecode(str(inputs).encode() + b"/" + "储能招标.txt".encode("gbk"))
+    Path(gbk_name).write_bytes((ARTICLES / "energy-iron-air-storage.txt").read_bytes())
+    Path(os.fsdecode(str(inputs).encode() + b"/" + "空.txt".encode("gbk"))).write_bytes(b"")
+    result = run_newsdesk("run", inputs, "--replay", RECORDINGS, "--out", out)
+    assert result.returncode == 1, result.stderr  # the empty file fails; the other is analysed
+    report = json.loads((out / "run-report.json").read_text(encoding="utf-8"))
+    statuses = sorted((a["status"], a["source"]) for a in report["articles"])
+    assert [status for status, _ in statuses] == ["failed", "ok"]
+    assert all("\\x" in source and source.startswith(str(inputs)) for _, source in statuses), statuses
+    assert (out / "index.html").is_file() and (out / "feed.xml").is_file()
+    [log] = (out / "logs").glob("*.jsonl")
+    assert all(json.loads(line) for line in log.read_text(encoding="utf-8").splitlines())

@@ -60,6 +60,17 @@ class InputFailure:
 Loaded = Article | InputFailure
 
 
+def path_label(path: Path) -> str:
+    """`path` as text that can go anywhere (reports, JSON, logs): a file name that is not valid in
+    the file system's encoding (a GBK name from an unzipped archive) shows its bytes escaped."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return text
+
+
 def check_out_apart(paths: Iterable[str | Path], out: Path) -> None:
     """The output folder must not be an input, nor hold one: a run would read its own pages, logs
     and reports as articles. (An output folder inside an input folder is fine: it is skipped.)"""
@@ -89,7 +100,7 @@ def discover(paths: Iterable[str | Path], exclude: Path | None = None) -> Iterat
             if _first_visit(path, seen):
                 yield path
         else:
-            yield InputFailure(str(path), _not_a_file(path))
+            yield InputFailure(path_label(path), _not_a_file(path))
 
 
 def _walk(root: Path, seen: set[Path], skip: Path | None = None) -> Iterator[Path | InputFailure]:
@@ -100,7 +111,7 @@ def _walk(root: Path, seen: set[Path], skip: Path | None = None) -> Iterator[Pat
             if name.startswith(".") or path.suffix.lower() not in SUPPORTED_SUFFIXES:
                 continue
             if not path.is_file():
-                yield InputFailure(str(path), _not_a_file(path))
+                yield InputFailure(path_label(path), _not_a_file(path))
             elif _first_visit(path, seen):
                 yield path
 
@@ -140,7 +151,7 @@ def load_articles(
 
 def load_file(path: Path, limits: Limits) -> Iterator[Loaded]:
     """The article(s) in one file; a `.jsonl` file gives one per line."""
-    label = str(path)
+    label = path_label(path)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         yield InputFailure(label, f"unsupported file type {suffix or '(none)'}; "
@@ -187,12 +198,12 @@ def _load_jsonl(path: Path, limits: Limits) -> Iterator[Loaded]:
     try:
         handle = path.open("rb")
     except OSError as exc:
-        yield InputFailure(str(path), _reason(exc))
+        yield InputFailure(path_label(path), _reason(exc))
         return
     with handle:
         found = False
         for number, line in enumerate(_capped_lines(handle, limits.max_input_bytes), start=1):
-            label = f"{path}:{number}"
+            label = f"{path_label(path)}:{number}"
             if line is None:
                 found = True
                 yield InputFailure(label, f"line is over the {limits.max_input_bytes:,}-byte cap")
@@ -202,7 +213,7 @@ def _load_jsonl(path: Path, limits: Limits) -> Iterator[Loaded]:
             found = True
             yield _load_jsonl_line(line, label, f"{path.stem}-{number}", limits)
         if not found:
-            yield InputFailure(str(path), "empty file")
+            yield InputFailure(path_label(path), "empty file")
 
 
 def _capped_lines(handle: BinaryIO, cap: int) -> Iterator[bytes | None]:
