@@ -59,6 +59,7 @@ class Conversation:
     answer: BaseModel | None = None
     parse_findings: list[Finding] = field(default_factory=list)
     stale: bool = False
+    spoiled: bool = False  # its answer was refused, filtered, cut off or rejected: not one to keep
 
 
 @dataclass
@@ -74,6 +75,7 @@ class ArticleOutcome:
     paid: Usage = field(default_factory=Usage)  # what this run paid for at the live price
     paid_batch: Usage = field(default_factory=Usage)  # ... and at the Batch API price
     fatal: bool = False  # the endpoint failed in a way every other article would share
+    spoiled_calls: list[str] = field(default_factory=list)  # whose journaled answers a retry must not reuse
 
 
 class Analyzer:
@@ -90,6 +92,8 @@ class Analyzer:
         try:
             return await self._converse(article, talks)
         except AnswerRejected as exc:
+            for finding in errors(exc.findings):
+                talks[finding.lang or "en"].spoiled = True
             return self._failure(talks, str(exc), exc.findings)
         except ModelError as exc:
             outcome = self._failure(talks, str(exc), [])
@@ -116,8 +120,10 @@ class Analyzer:
     ) -> ArticleOutcome:
         calls = sum(t.requests for t in talks.values())
         stale = any(t.stale for t in talks.values())
+        spoiled: list[str] = [t.call for t in talks.values() if t.spoiled]
         return ArticleOutcome(None, _total(talks), calls, findings, stale, error=error,
-                              paid=_total(talks, "paid"), paid_batch=_total(talks, "paid_batch"))  # fmt: skip
+                              paid=_total(talks, "paid"), paid_batch=_total(talks, "paid_batch"),
+                              spoiled_calls=spoiled)  # fmt: skip
 
     async def _ask(self, article: Article, talk: Conversation) -> None:
         while True:
@@ -132,12 +138,16 @@ class Analyzer:
                 talk.paid = talk.paid + reply.usage
             talk.stale = talk.stale or reply.stale
             if reply.refusal:
+                talk.spoiled = True
                 raise ReplyRefused(f"the model refused the {talk.call} call: {reply.refusal[:200]}")
             if reply.finish_reason == "content_filter":
+                talk.spoiled = True
                 raise ReplyFiltered(f"a content filter stopped the {talk.call} reply")
             if reply.finish_reason == "length":
+                talk.spoiled = True  # until an answer comes back whole
                 self._grow_limit(talk)
                 continue
+            talk.spoiled = False
             talk.content = reply.content
             talk.answer, talk.parse_findings = parse_answer(talk.call, reply.content)
             return

@@ -135,6 +135,7 @@ class Runner:
         self.analyzer = Analyzer(model, book, settings)
         self.site = SiteInfo(settings.site_name, settings.site_name_zh, settings.site_url)
         self._index: IndexSpool | None = None  # during a run: the entries of the articles it wrote
+        self._force = False  # during a run: --force
         self.limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
         self.halted: str | None = None
         self._overhead_tokens = estimate_tokens(book.messages(_PROBE, "en")[0]["content"]) + 400
@@ -171,6 +172,7 @@ class Runner:
         report = RunReport(run_id=run_id, mode=options.mode, model=self.settings.model,
                            prompt_version=self.book.version, budget_usd=self.settings.budget_usd,
                            started_at=datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
+        self._force = options.force
         inputs = list(discover(paths, exclude=options.out))
         total = _count(inputs)
         self.progress.start(total)
@@ -370,8 +372,12 @@ class Runner:
             return ArticleEntry(id=article.id, source=article.input_path, status="failed", error=error)
 
     async def _analyze_and_write(self, article: Article, out: Path) -> ArticleEntry:
+        if self.journal is not None and self._force:  # redone from scratch, not from journaled answers
+            self.journal.forget(article.id)
         outcome = await self.analyzer.analyze(article)
         entry = self._entry(article, outcome)
+        if outcome.analysis is None and self.journal is not None and outcome.spoiled_calls:
+            self.journal.forget(article.id, outcome.spoiled_calls)  # the next run asks these again
         if outcome.analysis is not None:
             try:
                 written = await self.analyzer.workers.publish(outcome.analysis, self.site, out)

@@ -411,15 +411,79 @@ def test_an_output_folder_inside_the_inputs_is_never_read_as_input(tmp_path: Pat
 # ----------------------------------------------------------------------------- 3. the call journal
 
 
-def test_an_answered_call_of_a_failed_article_is_not_paid_for_again(tmp_path: Path) -> None:
-    article = ARTICLES / "energy-iron-air-storage.txt"
-    out = tmp_path / "out"
+def zh_refused_with_400() -> Callable[[dict[str, Any]], Reply]:
+    """A server script: English answers from the recordings, a 400 for every Chinese call."""
     answer = answer_from_recordings()
 
     def zh_fails(body: dict[str, Any]) -> Reply:
         if call_of(body) == "zh":
             return Reply.error(400, "This model cannot answer in Chinese today.", code="invalid_value")
         return answer(body)
+
+    return zh_fails
+
+
+@pytest.mark.parametrize("spoil", ["rejected", "refused"])
+def test_a_failed_article_is_retried_by_the_next_run_not_replayed_from_the_journal(
+    tmp_path: Path, spoil: str
+) -> None:
+    """The Chinese answers fail every check (or the model refuses): the article fails. The next
+    run must ask for them again rather than replay the same answers from the journal and fail
+    the same way every night; the accepted English answer is not paid for again."""
+    article = ARTICLES / "energy-iron-air-storage.txt"
+    out = tmp_path / "out"
+    answer = answer_from_recordings()
+
+    def zh_spoiled(body: dict[str, Any]) -> Reply:
+        if call_of(body) != "zh":
+            return answer(body)
+        reply = copy.deepcopy(answer(body).body)
+        message = reply["choices"][0]["message"]
+        if spoil == "rejected":
+            message["content"] = "Sorry, no JSON today."
+        else:
+            message["content"], message["refusal"] = None, "I cannot help with that."
+        return Reply(body=reply)
+
+    with FakeOpenAIServer(script=zh_spoiled, api_key=API_KEY) as broken:
+        first = newsdesk("run", str(article), "--out", str(out), "--base-url", broken.base_url)
+        failed_calls = sorted(call_of(r.body) for r in chats(broken))
+    assert first.returncode == 1, first.stderr
+    assert failed_calls == ["en", *["zh"] * (failed_calls.count("zh"))] and failed_calls.count("zh") >= 1
+    entry = report_of(out)["articles"][0]
+    assert entry["status"] == "failed"
+    journal = out / JOURNAL_DIR / entry["id"]
+    assert sorted(p.name for p in journal.iterdir()) == ["en-0.json"], "the spoiled answers are dropped"
+
+    with FakeOpenAIServer(RECORDINGS, api_key=API_KEY) as healthy:
+        second = newsdesk("run", str(article), "--out", str(out), "--base-url", healthy.base_url)
+        requests = chats(healthy)
+    assert second.returncode == 0, second.stderr
+    assert [call_of(r.body) for r in requests] == ["zh"], (
+        "the Chinese call is asked again, the English is not"
+    )
+    assert report_of(out)["articles"][0]["status"] == "ok"
+
+
+def test_force_redoes_an_article_from_scratch_not_from_its_journal(tmp_path: Path) -> None:
+    article = ARTICLES / "energy-iron-air-storage.txt"
+    out = tmp_path / "out"
+    zh_fails = zh_refused_with_400()
+
+    with FakeOpenAIServer(script=zh_fails, api_key=API_KEY) as broken:
+        newsdesk("run", str(article), "--out", str(out), "--base-url", broken.base_url)
+    assert [p.name for p in (out / JOURNAL_DIR).glob("*/*.json")] == ["en-0.json"]
+    with FakeOpenAIServer(RECORDINGS, api_key=API_KEY) as healthy:
+        forced = newsdesk("run", str(article), "--out", str(out), "--base-url", healthy.base_url, "--force")
+        requests = chats(healthy)
+    assert forced.returncode == 0, forced.stderr
+    assert sorted(call_of(r.body) for r in requests) == ["en", "zh"], "--force asks both calls afresh"
+
+
+def test_an_answered_call_of_a_failed_article_is_not_paid_for_again(tmp_path: Path) -> None:
+    article = ARTICLES / "energy-iron-air-storage.txt"
+    out = tmp_path / "out"
+    zh_fails = zh_refused_with_400()
 
     with FakeOpenAIServer(script=zh_fails, api_key=API_KEY) as broken:
         first = newsdesk("run", str(article), "--out", str(out), "--base-url", broken.base_url)

@@ -2,7 +2,9 @@
 
 A rerun after a crash (or ``kill -9``) answers those calls from the journal instead of paying for
 them again, as long as the request is byte-for-byte the same. The runner clears an article's
-journal once its outputs are written.
+journal once its outputs are written, drops the answers of a failed article's calls that were
+refused, filtered, cut off or rejected by the checks (a retry must ask again, not replay them),
+and drops it all when ``--force`` redoes the article.
 """
 
 from __future__ import annotations
@@ -57,8 +59,14 @@ class JournaledModel:
             return replace(reply, batch=True)
         return replace(reply, journaled=True)
 
-    def forget(self, article_id: str) -> None:
-        shutil.rmtree(self.folder / article_id, ignore_errors=True)
+    def forget(self, article_id: str, calls: list[str] | None = None) -> None:
+        """Drop the article's journaled answers: all of them, or those of the `calls` given."""
+        if calls is None:
+            shutil.rmtree(self.folder / article_id, ignore_errors=True)
+            return
+        for call in calls:
+            for path in (self.folder / article_id).glob(f"{call}-*.json"):
+                path.unlink(missing_ok=True)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
