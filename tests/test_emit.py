@@ -9,6 +9,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -730,6 +732,26 @@ def test_analysis_json_contract(full_run: tuple[Path, RunReport]) -> None:
 
 
 # --- atomic writes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_published_files_get_the_mode_the_umask_gives_new_files(tmp_path: Path, umask: int) -> None:
+    """Not the owner-only mode of the temporary file: a web server running as another user must
+    be able to read the site."""
+    out = tmp_path / "out"
+    script = (
+        f"import os, sys; os.umask({umask:#o}); sys.argv = ['newsdesk'] + sys.argv[1:];"
+        "from pipeline.cli import main; main()"
+    )
+    args = ["run", str(ARTICLES / "zh-rrr-cut.txt"), "--replay", str(RECORDINGS), "--out", str(out)]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    files = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".html", ".md", ".json", ".xml")]
+    assert len(files) >= 6
+    modes = {p.relative_to(out).as_posix(): oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
 
 
 def test_atomic_write_leaves_only_the_file(tmp_path: Path) -> None:

@@ -8,6 +8,17 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: once, at import, before any thread
+    os.umask(mask)
+    return mask
+
+
+# A temporary file is created readable by its owner only; the file it becomes gets the mode any
+# new file gets (0644 under the usual umask 022), so a web server can publish the site.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so that readers see the old file or the new one, never a torn one."""
     atomic_write_chunks(path, (text,))
@@ -22,6 +33,7 @@ def atomic_write_chunks(path: Path, chunks: Iterable[str]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             for chunk in chunks:
                 handle.write(chunk)
