@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -136,6 +137,7 @@ class Runner:
         self.site = SiteInfo(settings.site_name, settings.site_name_zh, settings.site_url)
         self._index: IndexSpool | None = None  # during a run: the entries of the articles it wrote
         self._force = False  # during a run: --force
+        self._outputs_by_content: dict[str, str] | None = None  # content hash -> article id, when needed
         self.limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
         self.halted: str | None = None
         self._overhead_tokens = estimate_tokens(book.messages(_PROBE, "en")[0]["content"]) + 400
@@ -173,6 +175,7 @@ class Runner:
                            prompt_version=self.book.version, budget_usd=self.settings.budget_usd,
                            started_at=datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
         self._force = options.force
+        self._outputs_by_content = None
         inputs = list(discover(paths, exclude=options.out))
         total = _count(inputs)
         self.progress.start(total)
@@ -323,25 +326,51 @@ class Runner:
             return ArticleEntry(id=item.id, source=item.input_path, status="duplicate",
                                 duplicate_of=first_by_hash[item.content_sha256])  # fmt: skip
         first_by_hash[item.content_sha256] = item.input_path
-        if not options.force and self.is_done(item, options.out):
+        done_as = None if options.force else self.done_as(item, options.out)
+        if done_as is not None:
             note = "outputs exist for this content, prompt version and model"
-            return ArticleEntry(id=item.id, source=item.input_path, status="skipped", notes=[note])
+            if done_as != item.id:  # the file was renamed, or lines were added above it in a .jsonl
+                note += f", as {done_as}"
+            return ArticleEntry(id=done_as, source=item.input_path, status="skipped", notes=[note])
         return None
 
     def is_done(self, article: Article, out: Path) -> bool:
-        """Whether the article's outputs exist for its content, this prompt version, model and
-        schema, made from answers to today's requests (not replayed from stale recordings)."""
-        folder = article_dir(out, article.id)
+        return self.done_as(article, out) is not None
+
+    def done_as(self, article: Article, out: Path) -> str | None:
+        """The id under which the article's outputs exist for its content, this prompt version,
+        model and schema, made from answers to today's requests (not from stale recordings); its
+        own id, or that of the same content read from another file name earlier."""
+        if self._current_output(article_dir(out, article.id), article.content_sha256):
+            return article.id
+        if self._outputs_by_content is None:
+            self._outputs_by_content = self._catalogue_outputs(out)
+        other = self._outputs_by_content.get(article.content_sha256)
+        return other if other is not None and self._current_output(article_dir(out, other)) else None
+
+    def _current_output(self, folder: Path, content_sha256: str | None = None) -> bool:
         existing = read_analysis(folder / "analysis.json")
         if existing is None or not all((folder / name).is_file() for name in ("article.html", "article.md")):
             return False
         return (
-            existing.article.content_sha256 == article.content_sha256
+            content_sha256 in (None, existing.article.content_sha256)
             and existing.generation.prompt_version == self.book.version
             and existing.generation.model == self.settings.model
             and existing.schema_version == SCHEMA_VERSION
             and not any(warning.check == "stale" for warning in existing.generation.warnings)
         )
+
+    @staticmethod
+    def _catalogue_outputs(out: Path) -> dict[str, str]:
+        """The content hash of every article folder in OUT (read once per run, when first needed)."""
+        found: dict[str, str] = {}
+        for path in sorted((out / "articles").glob("*/analysis.json")):
+            try:
+                article = json.loads(path.read_text(encoding="utf-8")).get("article", {})
+                found.setdefault(str(article["content_sha256"]), path.parent.name)
+            except (OSError, ValueError, AttributeError, KeyError, TypeError):
+                continue
+        return found
 
     def _budget(self) -> Budget | None:
         limit = self.settings.budget_usd

@@ -1002,6 +1002,32 @@ def test_second_run_skips_without_calling_the_model(tmp_path: Path) -> None:
     assert report["counts"]["skipped"] == 2
 
 
+def test_a_renamed_file_or_a_shifted_jsonl_line_is_skipped_as_the_article_it_was(tmp_path: Path) -> None:
+    """An id falls back to the file name (or name and line) when the title gives no slug, as a
+    Chinese title does: renaming the file, or adding a line above, must not pay for the article
+    again nor publish it twice."""
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    shutil.copy(ARTICLES / "zh-rrr-cut.txt", inputs / "zh-rrr-cut.txt")
+    shutil.copy(ARTICLES / "wire-briefs.jsonl", inputs / "wire-briefs.jsonl")
+    first = run_pipeline([inputs], out)
+    assert first.counts["ok"] == sum(first.counts.values()) >= 3
+    folders = sorted(p.name for p in (out / "articles").iterdir())
+
+    (inputs / "zh-rrr-cut.txt").rename(inputs / "央行降准.txt")
+    lines = (inputs / "wire-briefs.jsonl").read_text(encoding="utf-8")
+    (inputs / "wire-briefs.jsonl").write_text("\n" + lines, encoding="utf-8")  # every line moves down one
+    model = ScriptedModel(must_not_be_called)
+    second = run_pipeline([inputs], out, model)
+    assert model.requests == []
+    assert [e.status for e in second.articles] == ["skipped"] * len(first.articles)
+    assert sorted(e.id for e in second.articles) == folders, "reported under the ids their outputs have"
+    assert any(
+        note.startswith("outputs exist") and ", as " in note for e in second.articles for note in e.notes
+    )
+    assert sorted(p.name for p in (out / "articles").iterdir()) == folders, "nothing published twice"
+
+
 def test_force_redoes_every_article(tmp_path: Path) -> None:
     inputs, out = small_inputs(tmp_path / "in"), tmp_path / "out"
     run_pipeline(inputs, out)
