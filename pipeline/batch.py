@@ -71,18 +71,23 @@ async def run_batch(
         requests = {custom_id(r): r for r in _pending_requests(runner, book, journal, paths, options)}
         state_path = options.out / STATE
         state = _read_state(state_path)
+        if state is not None and not await _known(client, state):
+            progress.note(f"warning: the endpoint does not know the saved batch {state['batch_id']} (expired,"
+                          " or made at another endpoint): the pending requests are sent again")  # fmt: skip
+            state_path.unlink(missing_ok=True)
+            state = None
         if state is None and requests:
             state = await _submit(client, settings, requests, state_path, progress)
         if state is not None:
-            await _collect(client, settings, state, requests, journal, progress, Redactor([api_key]))
+            await _collect(client, settings, state, requests, journal, progress, redactor)
             state_path.unlink(missing_ok=True)
 
+    redactor = Redactor([api_key])  # the key from the configured variable, whatever its name
     try:
         return await runner.run(paths, options, run_id, before=submit_and_collect)
     except openai.APIError as exc:
-        raise ModelUnavailable(
-            f"the Batch API failed: {type(exc).__name__}: {getattr(exc, 'message', exc)}"
-        ) from None
+        message = f"the Batch API failed: {type(exc).__name__}: {getattr(exc, 'message', exc)}"
+        raise ModelUnavailable(redactor(message)) from None
     finally:
         await client.close()
         await chat.aclose()
@@ -181,6 +186,15 @@ def _journal_line(
     if not isinstance(body, dict):
         return False
     journal.save(request, redactor.scrub_json(body), batch=True)
+    return True
+
+
+async def _known(client: openai.AsyncOpenAI, state: dict[str, Any]) -> bool:
+    """Whether the endpoint still knows the saved batch (a 404 means it never will again)."""
+    try:
+        await client.batches.retrieve(state["batch_id"])
+    except openai.NotFoundError:
+        return False
     return True
 
 

@@ -152,6 +152,7 @@ def run_command(
         flags = {"model": model, "base_url": base_url, "concurrency": concurrency, "rpm": rpm, "tpm": tpm,
                  "budget_usd": budget_usd}  # fmt: skip
         settings = resolve_settings(flags, config)
+        _secrets(settings)  # an error line from now on is redacted of the key this config names
         if settings.budget_usd is not None and settings.price() is None:
             raise ConfigError(f"--budget-usd needs a price for model {settings.model!r}: add "
                               f'[prices."{settings.model}"] with input and output to the config')  # fmt: skip
@@ -367,10 +368,14 @@ def validate_command(
     raise typer.Exit(1 if any(f.is_error for f in findings) else 0)
 
 
+_KEY_VARIABLES = {"OPENAI_API_KEY"}  # and the api_key_env of any config this process resolved
+
+
 def _secrets(settings: Settings | None = None) -> list[str]:
     """The secrets this process knows (the API key), for redaction."""
-    names = {"OPENAI_API_KEY", settings.api_key_env if settings else "OPENAI_API_KEY"}
-    return [os.environ[name] for name in names if os.environ.get(name)]
+    if settings is not None:
+        _KEY_VARIABLES.add(settings.api_key_env)
+    return [os.environ[name] for name in sorted(_KEY_VARIABLES) if os.environ.get(name)]
 
 
 def main() -> None:

@@ -811,6 +811,40 @@ def test_batch_api_sends_one_batch_and_no_live_call(
     assert report["cost_usd"] == pytest.approx(live_price / 2, abs=1e-5), "the Batch API bills half price"
 
 
+def test_a_saved_batch_the_endpoint_no_longer_knows_is_submitted_again(
+    server: FakeOpenAIServer, batch_config: Path, tmp_path: Path
+) -> None:
+    """Else every night fails on the same 404 (an expired batch, or one made at another endpoint)."""
+    out = tmp_path / "out"
+    (out / STATE).parent.mkdir(parents=True)
+    (out / STATE).write_text('{"batch_id": "batch_999999"}\n', encoding="utf-8")
+    result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url, "--batch-api",
+                      "--config", str(batch_config))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "does not know the saved batch batch_999999" in result.stderr
+    assert report_of(out)["counts"]["ok"] == 13
+    assert len(posts(server, "/v1/batches")) == 1 and chats(server) == []
+    assert not (out / STATE).exists()
+
+
+def test_a_batch_api_error_line_is_redacted_of_a_key_from_any_variable(tmp_path: Path) -> None:
+    key = "localtoken-HUNTER2hunter2"
+    config = write_config(tmp_path, 'api_key_env = "MY_KEY"\nbatch_poll_s = 0.05\n')
+
+    class QuotesTheKey(FakeOpenAIServer):
+        def handle(self, method: str, target: str, headers: Any, raw: bytes) -> Reply:
+            given = headers.get("authorization", "")
+            return Reply.error(401, f"Incorrect API key provided: {given.removeprefix('Bearer ')}")
+
+    with QuotesTheKey(RECORDINGS) as server:
+        result = run_newsdesk("run", ARTICLES, "--out", tmp_path / "out", "--base-url", server.base_url,
+                              "--batch-api", "--config", config, env={"MY_KEY": key})  # fmt: skip
+    assert result.returncode == 1
+    assert "Incorrect API key provided: [redacted]" in result.stderr, result.stderr
+    assert key not in result.stdout + result.stderr
+    assert all(key not in p.read_bytes().decode("utf-8", "replace") for p in files_under(tmp_path / "out"))
+
+
 def test_batch_api_resumes_a_submitted_batch_instead_of_submitting_again(
     server: FakeOpenAIServer, batch_config: Path, tmp_path: Path
 ) -> None:
