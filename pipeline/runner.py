@@ -31,7 +31,7 @@ from pipeline.emit.index import IndexSpool, write_index
 from pipeline.emit.output import article_dir, read_analysis
 from pipeline.emit.render import SiteInfo
 from pipeline.emit.write import atomic_write_chunks
-from pipeline.errors import OutputError
+from pipeline.errors import ConfigError, OutputError
 from pipeline.events import EventLog
 from pipeline.ingest import InputFailure, Limits, check_out_apart, discover, load_file, path_label
 from pipeline.ingest.article import Article, estimate_tokens
@@ -154,7 +154,7 @@ class Runner:
         paths = list(paths)
         check_out_apart(paths, options.out)
         with RunLock(options.out, run_id) as lock:
-            events = EventLog(options.out / "logs" / f"{run_id}.jsonl", self.redactor)
+            events = _open_run_files(options.out, run_id, self.redactor)
             try:
                 if lock.took_over:
                     holder = describe_holder(lock.took_over)
@@ -460,6 +460,20 @@ def _report_pieces(report: RunReport, spool: Path) -> Iterator[str]:
         for i, line in enumerate(entries):
             yield ("\n    " if i == 0 else ",\n    ") + line.rstrip("\n")
     yield "\n  ]\n}\n"
+
+
+def _open_run_files(out: Path, run_id: str, redactor: Redactor) -> EventLog:
+    """The run's log, once its folders are known to be writable: a folder that cannot be (a file
+    in its place, read-only) stops the run before anything is paid for, naming it."""
+    here = out / "logs"
+    try:
+        for here in (out / "articles", out / "runs", out / "logs"):
+            here.mkdir(exist_ok=True)
+        return EventLog(out / "logs" / f"{run_id}.jsonl", redactor)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write to {here} in the output folder: {exc.strerror or exc}; make it a writable folder"
+        ) from None
 
 
 def copy_atomically(source: Path, target: Path) -> None:

@@ -388,6 +388,21 @@ def test_an_output_folder_that_is_or_holds_an_input_is_refused_before_anything_i
     assert sorted(tmp_path.rglob("*")) == before, "no lock, log or report was written"
 
 
+@pytest.mark.parametrize("folder", ["logs", "runs", "articles"])
+def test_an_output_subfolder_that_cannot_be_written_stops_the_run_at_once_naming_it(
+    tmp_path: Path, folder: str
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / folder).write_text("a file where a folder should be", encoding="utf-8")
+    result = run_newsdesk("run", ARTICLES, "--replay", RECORDINGS, "--out", out)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"Error: cannot write to {out / folder} in the output folder: File exists; make it a writable folder"
+    ]
+    assert not (out / "run-report.json").exists() and not (out / NOTE_NAME).exists(), "nothing ran"
+
+
 def test_an_output_folder_inside_the_inputs_is_never_read_as_input(tmp_path: Path) -> None:
     inputs = tmp_path / "in"
     shutil.copytree(ARTICLES, inputs)
@@ -947,3 +962,4 @@ def test_a_batch_run_with_a_budget_never_submits_more_than_the_budget_starts(
     counts = report_of(out)["counts"] if (out / "run-report.json").exists() else {}
     started = counts.get("ok", 0) + counts.get("failed", 0)
     assert submitted <= 2 * started, f"{submitted} batch requests paid for {started} started article(s)"
+
