@@ -963,3 +963,25 @@ def test_a_batch_run_with_a_budget_never_submits_more_than_the_budget_starts(
     started = counts.get("ok", 0) + counts.get("failed", 0)
     assert submitted <= 2 * started, f"{submitted} batch requests paid for {started} started article(s)"
 
+
+# ----------------------------------------------------------------------------- 10. the deploy files
+
+
+def test_the_cron_line_runs_the_nightly_job_on_a_fresh_install(tmp_path: Path) -> None:
+    """The line from deploy/newsdesk.cron, run by sh as cron would, in a fresh copy of the layout it
+    expects (/srv/newsdesk: .venv, secrets.env in the systemd format, newsdesk.toml, inbox/)."""
+    [line] = [x for x in (ROOT / "deploy" / "newsdesk.cron").read_text().splitlines() if x and x[0] != "#"]
+    command = line.split(maxsplit=5)[5].replace("/srv/newsdesk", str(tmp_path))
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "activate").write_text(f'PATH="{Path(sys.executable).parent}:$PATH"\n')
+    (tmp_path / "secrets.env").write_text(f"OPENAI_API_KEY={API_KEY}\n")  # KEY=value, as systemd reads it
+    shutil.copytree(ARTICLES, tmp_path / "inbox", ignore=shutil.ignore_patterns("[!z]*"))  # the five zh-*
+    with FakeOpenAIServer(RECORDINGS, api_key=API_KEY) as server:
+        (tmp_path / "newsdesk.toml").write_text(f'base_url = "{server.base_url}"\n' + PRICES)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NEWSDESK_"))}
+        result = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "logs" / "cron.log").read_text(encoding="utf-8")
+    assert result.returncode == 0, log + result.stderr
+    assert report_of(tmp_path / "site")["counts"]["ok"] == 5
+    assert (tmp_path / "site" / "index.html").is_file()
+    assert API_KEY not in log
