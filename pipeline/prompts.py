@@ -208,6 +208,16 @@ class PromptBook:
         self.glossary = load_glossary(glossary_paths + list(settings.glossary_files))
         self._glossary_paths = glossary_paths + list(settings.glossary_files)
         self._article_cache: dict[str, str] = {}
+        self._render_once()
+
+    def _render_once(self) -> None:
+        """Render every template once: one that fails only when rendered (an undefined name in the
+        Chinese task, say) fails the run before any call, not every article with it."""
+        probe = Article(id="probe", title="Probe", text="Probe text.", input_path="", content_sha256="0" * 64)
+        for call in ("en", "zh"):
+            self.messages(probe, call)
+        self.reask([Finding("grounding", "error", "en", "en.title", "a probe finding", "1")], ["1"])
+        self._article_cache.clear()
 
     def _template(self, name: str) -> Template:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from pipeline.ingest import load_articles
 from pipeline.ingest.article import Article
 from pipeline.prompts import TEMPLATE_NAMES, PromptBook, builtin_prompts_dir, load_glossary
 from pipeline.schema import ChineseAnswer, EnglishAnswer
-from tests.conftest import ROOT
+from tests.conftest import ARTICLES, RECORDINGS, ROOT, run_newsdesk
 
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 UPDATE_SNAPSHOTS = os.environ.get("NEWSDESK_UPDATE_SNAPSHOTS") == "1"
@@ -189,15 +190,28 @@ def test_template_syntax_in_an_article_reaches_the_model_literally(
     assert "__builtins__" not in outside_fence
 
 
-def test_an_undefined_variable_in_a_custom_template_is_a_config_error(
-    tmp_path: Path, fixture_articles: list[Article]
+@pytest.mark.parametrize("name", TEMPLATE_NAMES)
+def test_an_undefined_variable_in_any_template_fails_the_prompt_book_at_once(
+    tmp_path: Path, name: str
 ) -> None:
+    """Not each article that renders it: the run stops with one line before any call."""
     custom = tmp_path / "custom"
     custom.mkdir()
-    (custom / "task_en.j2").write_text("Task: {{ no_such_variable }}\n", encoding="utf-8")
-    book = PromptBook(Settings(prompts_dir=custom))
-    with pytest.raises(ConfigError, match=r"task_en\.j2.*no_such_variable"):
-        book.messages(fixture_articles[0], "en")
+    (custom / name).write_text("Task: {{ no_such_variable }}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"{re.escape(name)}.*no_such_variable"):
+        PromptBook(Settings(prompts_dir=custom))
+
+
+def test_an_undefined_variable_in_the_chinese_task_stops_the_run_in_one_line(tmp_path: Path) -> None:
+    prompts = copy_builtin_prompts(tmp_path)
+    with (prompts / "task_zh.j2").open("a", encoding="utf-8") as handle:
+        handle.write("{{ nosuch.var }}\n")
+    config = tmp_path / "newsdesk.toml"
+    config.write_text(f'prompts_dir = "{prompts.as_posix()}"\n', encoding="utf-8")
+    for command in (["run", ARTICLES, "--replay", RECORDINGS, "--out", tmp_path / "out"], ["eval"]):
+        result = run_newsdesk(*command, "--config", config)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines() == ["Error: prompt template task_zh.j2: 'nosuch' is undefined"]
 
 
 @pytest.mark.parametrize(
@@ -211,15 +225,12 @@ def test_an_undefined_variable_in_a_custom_template_is_a_config_error(
         "{% set _ = [].append(1) %}mutated",
     ],
 )
-def test_unsafe_attribute_access_in_a_template_is_refused(
-    tmp_path: Path, fixture_articles: list[Article], source: str
-) -> None:
+def test_unsafe_attribute_access_in_a_template_is_refused(tmp_path: Path, source: str) -> None:
     custom = tmp_path / "custom"
     custom.mkdir()
     (custom / "system.j2").write_text(source, encoding="utf-8")
-    book = PromptBook(Settings(prompts_dir=custom))
-    with pytest.raises((ConfigError, SecurityError), match="unsafe"):
-        book.messages(fixture_articles[0], "en")
+    with pytest.raises((ConfigError, SecurityError), match="unsafe"):  # when the prompts are loaded
+        PromptBook(Settings(prompts_dir=custom))
 
 
 @pytest.mark.parametrize(
