@@ -302,7 +302,8 @@ def eval_command(
 ) -> None:
     """Replay the fixtures, run every validator, and show pass rates per check and language.
 
-    With --baseline, show what got better and worse; exit 1 when anything got worse.
+    With --baseline, show what got better and worse; exit 1 when anything got worse, or when stale
+    recordings (answers to the old prompts) make the comparison meaningless.
     """
     try:
         settings = resolve_settings({}, config)
@@ -315,7 +316,8 @@ def eval_command(
     except NewsdeskError as exc:
         fail(exc)
     show_eval(report, comparison, as_json)
-    raise typer.Exit(1 if comparison is not None and comparison.got_worse else 0)
+    failed_gate = comparison is not None and (comparison.got_worse or comparison.inconclusive)
+    raise typer.Exit(1 if failed_gate else 0)
 
 
 @app.command("diff")

@@ -149,6 +149,16 @@ class Comparison(_Frozen):
     only_in_baseline: list[str]
     got_worse: bool
     got_better: bool
+    stale: list[str] = Field(
+        default_factory=list,
+        description="Replayed from recordings of other requests: the prompts changed and were not recorded "
+        "again, so these answers say nothing about the change.",
+    )
+
+    @property
+    def inconclusive(self) -> bool:
+        """Some answers are stale: what the comparison shows is not the prompt change's doing."""
+        return bool(self.stale)
 
     @property
     def worse_rates(self) -> list[RateChange]:
@@ -338,6 +348,7 @@ def compare(current: EvalReport, baseline: EvalReport) -> Comparison:
         rates=rates, newly_failing=newly_failing, newly_passing=newly_passing, new_findings=new,
         resolved_findings=resolved, only_in_current=[i for i in sorted(after) if i not in before],
         only_in_baseline=[i for i in sorted(before) if i not in after], got_worse=worse, got_better=better,
+        stale=[a.id for a in current.articles if a.stale],
     )  # fmt: skip
 
 
@@ -540,7 +551,11 @@ def render_comparison(comparison: Comparison) -> str:
     lines += ["Resolved warnings:", *resolved_warnings] if resolved_warnings else []
     if comparison.only_in_baseline:
         lines.append(f"No longer evaluated: {', '.join(comparison.only_in_baseline)}")
-    if comparison.got_worse:
+    if comparison.inconclusive:
+        stale = len(comparison.stale)
+        lines.append(f"Verdict: INCONCLUSIVE: {stale} article(s) replayed stale recordings (answers to "
+                     "the old prompts); record them again with --record, then rerun eval.")  # fmt: skip
+    elif comparison.got_worse:
         lines.append("Verdict: WORSE than the baseline.")
     elif comparison.got_better:
         lines.append("Verdict: better than the baseline, nothing got worse.")

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
+from pipeline.cli import app
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, InputError
 from pipeline.evaluate import (
@@ -22,6 +24,7 @@ from pipeline.evaluate import (
     eval_json,
     evaluate,
     load_eval_report,
+    render_comparison,
     render_eval_table,
     rich_eval_table,
     write_eval_report,
@@ -253,6 +256,28 @@ def test_stale_recording_is_reported_stale(tmp_path: Path) -> None:
     assert [a.id for a in report.articles if a.stale] == [RRR]
     text = render_eval_table(report)
     assert "Stale recordings" in text and RRR in text
+
+
+def test_a_comparison_with_stale_answers_is_inconclusive_and_fails_the_gate(
+    tmp_path: Path, baseline: EvalReport
+) -> None:
+    """After a prompt change that was not recorded again, the old answers pass as before: the
+    comparison must not read as 'no change'."""
+    folder = copy_fixtures(tmp_path)
+    edit_recording(folder, RRR, "zh", lambda document: document.update(request_sha256="0" * 64))
+    current = run_eval(folder)
+    comparison = compare(current, baseline)
+    assert comparison.stale == [RRR] and comparison.inconclusive and not comparison.got_worse
+    assert render_comparison(comparison).splitlines()[-1].startswith("Verdict: INCONCLUSIVE: 1 article(s)")
+    stale_rates = [(r.lang, r.warnings) for r in current.rates if r.check == "stale"]
+    assert dict(stale_rates) == {"en": 0, "zh": 1}, "the stale warning counts for the stale call's language"
+
+    saved = tmp_path / "baseline.json"
+    write_eval_report(baseline, saved)
+    result = CliRunner().invoke(app, ["eval", str(folder), "--baseline", str(saved), "--report",
+                                      str(tmp_path / "now.json")])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "Verdict: INCONCLUSIVE" in result.output
 
 
 def test_missing_recording_fails_without_counting_as_checked(tmp_path: Path) -> None:
