@@ -702,6 +702,19 @@ def test_cli_accepts_the_analysis_json_of_a_jsonl_line(replay_out: Path) -> None
     assert result.stdout.splitlines() == [f"{analysis}: 0 error(s), 0 warning(s)"]
 
 
+def test_cli_says_when_the_source_is_not_the_article_the_analysis_was_made_from(replay_out: Path) -> None:
+    analysis, _ = replayed(replay_out)[RRR]
+    wrong = source_spec(ECB)
+    result = runner.invoke(app, ["validate", str(analysis), "--source", wrong])
+    assert result.exit_code == 1, result.stdout
+    first = result.stdout.splitlines()[0]
+    assert first.startswith(
+        f"[warning source] article.content_sha256: {wrong} is not the article this analysis"
+    )
+    right = runner.invoke(app, ["validate", str(analysis), "--source", replayed(replay_out)[RRR][1]])
+    assert "[warning source]" not in right.stdout
+
+
 def test_cli_markup_alone_is_a_warning_and_exits_0(tmp_path: Path) -> None:
     data = recorded(ECB)
     TWO_FINDINGS[1](data)

@@ -73,6 +73,12 @@ def validate_document(
     en, en_findings = parse_answer("en", json.dumps(en_part, ensure_ascii=False))
     zh, zh_findings = parse_answer("zh", json.dumps(zh_part, ensure_ascii=False))
     findings = en_findings + zh_findings
+    if source is not None and _made_from_another_source(data, source):
+        findings.append(Finding(
+            "source", "warning", None, "article.content_sha256",
+            f"{source.input_path} is not the article this analysis was made from (its content hash "
+            "differs from article.content_sha256): the source checks below compare with another text",
+        ))  # fmt: skip
     if isinstance(en, EnglishAnswer) and isinstance(zh, ChineseAnswer):
         part = ModelPart(scores=en.scores, tags=en.tags, en=en.en, zh=zh.zh)
         findings += check_part(part)
@@ -80,6 +86,12 @@ def validate_document(
             findings += check_against_source(part, source, glossary)
             findings += check_injection(part, source, system_prompt)
     return findings
+
+
+def _made_from_another_source(data: dict[str, Any], source: Article) -> bool:
+    article = data.get("article")
+    recorded = article.get("content_sha256") if isinstance(article, dict) else None
+    return isinstance(recorded, str) and recorded != source.content_sha256
 
 
 def _reason(exc: BaseException) -> str:
