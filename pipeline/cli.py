@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -172,7 +173,9 @@ def run_command(
             from pipeline.batch import run_batch
 
             report = asyncio.run(
-                run_batch(settings, book, chat, journal, paths, options, _progress(), api_key(settings))
+                _stoppable(
+                    run_batch(settings, book, chat, journal, paths, options, _progress(), api_key(settings))
+                )
             )
         else:
             runner = Runner(settings, chat, book, _progress(), journal, Redactor(_secrets(settings)))
@@ -180,7 +183,7 @@ def run_command(
             report = asyncio.run(_run(runner, chat, paths, options))
     except NewsdeskError as exc:
         fail(exc)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM
         typer.echo("Interrupted: the finished articles are written; run again to do the rest", err=True)
         raise typer.Exit(130) from None
     if report.halted:
@@ -205,9 +208,24 @@ def _progress() -> Progress:
 
 async def _run(runner: Runner, chat: ChatModel, paths: list[Path], options: RunOptions) -> RunReport:
     try:
-        return await runner.run(paths, options)
+        return await _stoppable(runner.run(paths, options))
     finally:
         await chat.aclose()
+
+
+async def _stoppable(run: Coroutine[Any, Any, RunReport]) -> RunReport:
+    """`run`, stopped by SIGTERM (`systemctl stop`, a scheduler's timeout) as by Ctrl-C: the
+    articles in flight are cancelled, the log says so, the lock is released."""
+    task = asyncio.ensure_future(run)
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    except (NotImplementedError, RuntimeError):  # no signals here (not Linux, not the main thread)
+        return await task
+    try:
+        return await task
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 @app.command("render")

@@ -164,6 +164,9 @@ class Runner:
                 if before is not None:
                     await before()
                 return await self._run(paths, options, run_id, events)
+            except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C, SIGTERM: the log says so
+                events.emit("run_interrupted", run_id=run_id)
+                raise
             finally:
                 events.close()
 
@@ -185,6 +188,8 @@ class Runner:
 
         spool_path = options.out / "runs" / f".{run_id}.entries.jsonl"
         spool_path.parent.mkdir(parents=True, exist_ok=True)
+        for left in spool_path.parent.glob(".*.entries.jsonl"):  # of runs killed (-9) before they ended
+            left.unlink(missing_ok=True)  # we hold the lock: no other run is writing one
         kept: list[ArticleEntry] = []
 
         def record(entry: ArticleEntry) -> None:

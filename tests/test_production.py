@@ -283,9 +283,12 @@ def test_kill_9_leaves_no_torn_file_and_the_rerun_pays_only_for_what_is_missing(
     assert len(finished()) == 13
     assert [p for p in out.rglob("*.tmp")] == []
     assert journaled() == [], "the journal is cleared once every article is written"
+    assert list((out / "runs").glob(".*")) == [], "the killed run's spool file is gone too"
 
 
-def test_ctrl_c_stops_the_run_with_one_line_and_the_rerun_finishes_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_the_run_with_one_line_and_the_rerun_finishes_it(tmp_path: Path, stop: int) -> None:
+    """Ctrl-C, or SIGTERM from `systemctl stop` or a scheduler's timeout."""
     fences = fixture_index()
     out = tmp_path / "out"
     args = ("run", str(ARTICLES), "--out", str(out), "--concurrency", "2")
@@ -297,7 +300,7 @@ def test_ctrl_c_stops_the_run_with_one_line_and_the_rerun_finishes_it(tmp_path: 
         )  # fmt: skip
         try:
             wait_until(lambda: len(list(out.glob("articles/*/analysis.json"))) == 3 and script.waiting == 3)
-            process.send_signal(signal.SIGINT)
+            process.send_signal(stop)
             _, stderr = process.communicate(timeout=20)
         finally:
             if process.poll() is None:
@@ -310,6 +313,9 @@ def test_ctrl_c_stops_the_run_with_one_line_and_the_rerun_finishes_it(tmp_path: 
     ), stderr
     assert "Traceback" not in stderr and "exception" not in stderr
     assert list(out.rglob("*.tmp")) == [] and not (out / NOTE_NAME).exists(), "no temporary file, no lock"
+    [log] = (out / "logs").glob("*.jsonl")
+    assert json.loads(log.read_text(encoding="utf-8").splitlines()[-1])["event"] == "run_interrupted"
+    assert list((out / "runs").glob(".*")) == [], "no spool file is left behind"
 
     with FakeOpenAIServer(RECORDINGS, api_key=API_KEY) as healthy:
         rerun = newsdesk(*args, "--base-url", healthy.base_url)
