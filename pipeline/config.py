@@ -134,14 +134,25 @@ def resolve_settings(
     """Merge the layers; a flag set to None means "not given"."""
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # where each value came from, for the error message
     for key, var in _ENVIRONMENT.items():
         if environ.get(var):
-            merged[key] = environ[var]
+            merged[key], origin[key] = environ[var], f"${var}"
     if config_file is not None:
-        merged.update(load_config_file(config_file))
-    merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+        from_file = load_config_file(config_file)
+        merged.update(from_file)
+        origin.update(dict.fromkeys(from_file, f"config file {config_file}"))
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    merged.update(given)
+    origin.update({k: f"--{k.replace('_', '-')}" for k in given})
     try:
         return Settings(**merged)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_problem(e, origin) for e in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def _problem(error: Any, origin: dict[str, str]) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    source = origin.get(str(error["loc"][0])) if error["loc"] else None
+    return f"{where}: {error['msg']}" + (f" (from {source})" if source else "")

@@ -328,3 +328,23 @@ def test_cli_shows_the_traceback_with_newsdesk_debug(tmp_path: Path) -> None:
     assert "ConfigError" in result.stderr
     assert "modle" in result.stderr
     assert not result.stderr.startswith("Error:")
+
+
+@pytest.mark.parametrize("layer", ["flag", "file", "environment"])
+def test_a_bad_value_names_the_layer_it_came_from(tmp_path: Path, layer: str) -> None:
+    config = tmp_path / "newsdesk.toml"
+    config.write_text("concurrency = 0\n" if layer == "file" else "", encoding="utf-8")
+    flags = {"concurrency": 0} if layer == "flag" else {}
+    environ = {"NEWSDESK_CONCURRENCY": "0", "NEWSDESK_BUDGET_USD": "lots"} if layer == "environment" else {}
+    with pytest.raises(ConfigError) as caught:
+        resolve_settings(flags, config, environ)
+    source = {
+        "flag": "--concurrency",
+        "file": f"config file {config}",
+        "environment": "$NEWSDESK_CONCURRENCY",
+    }
+    assert f"concurrency: Input should be greater than or equal to 1 (from {source[layer]})" in str(
+        caught.value
+    )
+    if layer == "environment":
+        assert "budget_usd: " in str(caught.value) and "(from $NEWSDESK_BUDGET_USD)" in str(caught.value)
