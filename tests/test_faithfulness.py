@@ -38,6 +38,7 @@ ECB = "ecb-cuts-rates-to-1-75-as-inflation-undershoots-target-4cd906df18"  # en,
 RRR = "zh-rrr-cut-c355db2d2c"  # zh, GBK .txt
 TENDER = "zh-energy-storage-tender-d12ceb608b"  # zh, .md
 WIRE = "wire-briefs-2-abd14baebd"  # zh, line 2 of a .jsonl file
+MEDICARE = "medicare-s-negotiated-drug-prices-saved-3-1-billion-in-first-08a5fbc019"  # en, .htm
 
 SOURCES = {
     DUKE: "energy-iron-air-storage.txt",
@@ -45,8 +46,9 @@ SOURCES = {
     RRR: "zh-rrr-cut.txt",
     TENDER: "zh-energy-storage-tender.md",
     WIRE: "wire-briefs.jsonl:2",
+    MEDICARE: "drug-pricing-reform.htm",
 }
-LANGUAGES = {DUKE: "en", ECB: "en", RRR: "zh", TENDER: "zh", WIRE: "zh"}
+LANGUAGES = {DUKE: "en", ECB: "en", RRR: "zh", TENDER: "zh", WIRE: "zh", MEDICARE: "en"}
 
 Data = dict[str, Any]
 Mutation = Callable[[Data], None]
@@ -826,3 +828,27 @@ def test_cli_a_schema_violation_is_a_finding_and_exits_1_not_2(
     assert "Error:" not in result.stderr
     findings = json.loads(result.stdout)["findings"]
     assert any(f["path"] == path and f["severity"] == "error" for f in findings), findings
+
+
+# --- parity with figures written in words ---------------------------------------------------------------
+
+
+def parity_warnings(article_id: str, data: Data) -> list[str]:
+    return [f.one_line() for f in findings_for(article_id, data) if f.check == "parity"]
+
+
+def test_a_figure_the_other_section_writes_in_words_is_not_a_parity_gap() -> None:
+    """The Chinese TL;DR's 六个月 is the English 'first six months': no warning."""
+    data = recorded(MEDICARE)
+    assert "六个月" in data["zh"]["tldr"][0] and "six months" in data["en"]["tldr"][0]
+    assert parity_warnings(MEDICARE, data) == []
+
+
+def test_a_figure_missing_from_the_other_section_is_still_a_parity_warning() -> None:
+    data = recorded(MEDICARE)
+    for key in ("summary", "tldr", "faq", "title"):
+        data["en"][key] = json.loads(json.dumps(data["en"][key]).replace("six months", "half-year"))
+    warnings = parity_warnings(MEDICARE, data)
+    assert any("六个月 is in the source but not in the English section" in line for line in warnings), (
+        warnings
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 
 from pipeline.ingest.article import Article
 from pipeline.prompts import Glossary, mentions
@@ -103,17 +103,42 @@ def check_against_source(part: ModelPart, article: Article, glossary: Glossary) 
         section = part.en if lang == "en" else part.zh
         other = part.zh if lang == "en" else part.en
         other_strict, other_reasoning = fields[_OTHER[lang]]
-        other_figures = FigureIndex(f for _, text in other_strict + other_reasoning for f in figures(text))
-        findings += _grounding(lang, fields[lang], other_figures, source, figures)
+        other_fields = other_strict + other_reasoning
+        other_figures = FigureIndex(f for _, text in other_fields for f in figures(text))
+        other_words = _Lazy(partial(_liberal_index, other_strict, source.memo))
+        findings += _grounding(lang, fields[lang], (other_figures, other_words), source, figures)
         findings += _entities(lang, section, other, source, glossary, figures)
     return findings
 
 
+class _Lazy:
+    """A FigureIndex made the first time it is needed (most checks never need it)."""
+
+    def __init__(self, make: Callable[[], FigureIndex]) -> None:
+        self._make = make
+        self._index: FigureIndex | None = None
+
+    def has(self, figure: Figure) -> bool:
+        if self._index is None:
+            self._index = self._make()
+        return self._index.has(figure)
+
+
+def _liberal_index(fields: Fields, memo: Memo) -> FigureIndex:
+    """The figures of `fields` with number words read too ("six months", "three consecutive")."""
+    return FigureIndex(f for _, text in fields for f in figures_in(text, liberal=True, memo=memo))
+
+
 def _grounding(
-    lang: Lang, fields: tuple[Fields, Fields], other_figures: FigureIndex, source: Source, figures: Parse
+    lang: Lang,
+    fields: tuple[Fields, Fields],
+    other: tuple[FigureIndex, _Lazy],
+    source: Source,
+    figures: Parse,
 ) -> list[Finding]:
     findings: list[Finding] = []
     other_name = _LANG_NAME[_OTHER[lang]]
+    other_figures, other_words = other
     strict, reasoning = fields
     for path, text in strict:
         for figure in figures(text):
@@ -121,7 +146,7 @@ def _grounding(
                 findings += _period_findings(lang, path, figure, source)
                 continue
             if source.has(figure):
-                if _is_parity_field(path) and not other_figures.has(figure):
+                if _is_parity_field(path) and not other_figures.has(figure) and not other_words.has(figure):
                     message = f"{figure.text} is in the source but not in the {other_name} section"
                     findings.append(Finding("parity", "warning", lang, path, message, figure.text))
                 continue
