@@ -204,18 +204,18 @@ def show_prompts(book: PromptBook, article: Article, calls: list[Lang], as_json:
               f"{body.get('response_format', {}).get('type', 'none (text)')} ---")  # fmt: skip
 
 
-def _recording_line(state: RecordingState) -> str:
+def _recording_line(state: RecordingState, current: str) -> str:
     if state.reason is not None:  # unreadable: the reason names the file
         return state.reason if state.call else f"{state.path}: {state.reason}"
     if not state.call:  # an orphan
         return state.path
     attempt = f" re-ask {state.attempt}" if state.attempt else ""
-    version = (
-        f" (recorded with {state.recorded_version})"
-        if state.state == "stale" and state.recorded_version
-        else ""
-    )
-    return f"{state.source} {state.call}{attempt}{version}"
+    why = ""
+    if state.state == "stale" and state.recorded_version == current:  # the article or a setting changed
+        why = " (its request changed; the prompts did not)"
+    elif state.state == "stale" and state.recorded_version:
+        why = f" (recorded with {state.recorded_version})"
+    return f"{state.source} {state.call}{attempt}{why}"
 
 
 def show_recording_states(states: list[RecordingState], version: str, as_json: bool) -> None:
@@ -226,7 +226,7 @@ def show_recording_states(states: list[RecordingState], version: str, as_json: b
     counts = {k: sum(1 for s in states if s.state == k) for k in RECORDING_STATES}
     for state in states:
         if state.state != "current":
-            print(f"{state.state:<10} {printable(_recording_line(state))}")
+            print(f"{state.state:<10} {printable(_recording_line(state, version))}")
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     print(f"prompt version {version}: {summary}")
 

@@ -889,3 +889,24 @@ def test_load_file_never_raises_on_arbitrary_bytes(
         else:
             assert item.title.strip() and item.text.strip()
             assert ID_PATTERN.match(item.id) and item.id.endswith(item.content_sha256[:10])
+
+
+@pytest.mark.parametrize(
+    ("name", "site"),
+    [
+        ("drug-pricing-reform.htm", "Health Policy Wire"),  # "<headline> - Health Policy Wire"
+        ("zh-ai-model-funding.html", "科创日报"),  # "<headline>_科创日报"
+        ("datacenter-power-financing.html", "Grid & Compute"),  # named by the page itself
+    ],
+)
+def test_an_html_page_s_source_is_its_publication_not_its_headline(name: str, site: str) -> None:
+    loaded = article(ARTICLES / name)
+    assert loaded.source == site and loaded.source != loaded.title
+
+
+def test_a_page_title_that_is_only_the_headline_gives_no_source(tmp_path: Path) -> None:
+    body = "".join(f"<p>{EN_BODY}</p>" for _ in range(3))
+    head = f"<html><head><title>{EN_TITLE}</title></head>"
+    page = f"{head}<body><article><h1>{EN_TITLE}</h1>{body}</article></body></html>"
+    loaded = article(write(tmp_path / "bare.html", page))
+    assert loaded.source != EN_TITLE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import sys
@@ -127,12 +128,36 @@ def parse_html(text: str) -> RawArticle:
     return RawArticle(
         title=title,
         text="\n\n".join(paragraphs),
-        source=_str_or_none(getattr(document, "sitename", None))
+        source=_site_name(_str_or_none(getattr(document, "sitename", None)), title, text)
         or _str_or_none(getattr(document, "hostname", None)),
         url=_str_or_none(getattr(document, "url", None)),
         published_at=_str_or_none(getattr(document, "date", None)),
         author=_str_or_none(getattr(document, "author", None)),
     )
+
+
+_PAGE_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+_TITLE_SEPARATORS = (" | ", " - ", " – ", " — ", " :: ", "_", "｜", " · ")
+
+
+def _site_name(sitename: str | None, title: str | None, page: str) -> str | None:
+    """The publication's name. Pages often give their headline where the site's name should be
+    (og:site_name missing); then the name is taken from the page title, "Headline - Site"."""
+    if sitename and not (title and _same_words(sitename, title)):
+        return sitename
+    found = _PAGE_TITLE.search(page[:200_000])
+    if not found or not title:
+        return None
+    page_title = " ".join(html.unescape(found.group(1)).split())
+    for separator in _TITLE_SEPARATORS:
+        head, _, tail = page_title.rpartition(separator)
+        if head and tail.strip() and _same_words(head, title) and len(tail.strip()) <= 60:
+            return tail.strip()
+    return None
+
+
+def _same_words(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
 
 
 # An article needs three or four levels. Python's own limit differs between versions (3.11 gives
