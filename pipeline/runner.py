@@ -28,7 +28,7 @@ from pipeline.analyze import Analyzer, ArticleOutcome, check_context
 from pipeline.config import Settings
 from pipeline.cost import cost_usd
 from pipeline.emit.index import IndexSpool, write_index
-from pipeline.emit.output import article_dir, read_analysis
+from pipeline.emit.output import article_dir, is_article_id, read_analysis
 from pipeline.emit.render import SiteInfo
 from pipeline.emit.write import atomic_write_chunks
 from pipeline.errors import ConfigError, OutputError
@@ -351,7 +351,9 @@ class Runner:
         if self._outputs_by_content is None:
             self._outputs_by_content = self._catalogue_outputs(out)
         other = self._outputs_by_content.get(article.content_sha256)
-        return other if other is not None and self._current_output(article_dir(out, other)) else None
+        if other is None or not is_article_id(other):  # a folder put there by hand, say
+            return None
+        return other if self._current_output(article_dir(out, other)) else None
 
     def _current_output(self, folder: Path, content_sha256: str | None = None) -> bool:
         existing = read_analysis(folder / "analysis.json")

@@ -1027,6 +1027,12 @@ def test_a_renamed_file_or_a_shifted_jsonl_line_is_skipped_as_the_article_it_was
     )
     assert sorted(p.name for p in (out / "articles").iterdir()) == folders, "nothing published twice"
 
+    odd = out / "articles" / "Copied By Hand"  # a folder no run made: its name is no article id
+    shutil.copytree(out / "articles" / folders[0], odd)
+    shutil.rmtree(out / "articles" / folders[0])
+    third = run_pipeline([inputs], out)  # the odd folder is passed over, not taken as an article's
+    assert sorted(e.status for e in third.articles) == ["ok"] + ["skipped"] * (len(folders) - 1)
+
 
 def test_force_redoes_every_article(tmp_path: Path) -> None:
     inputs, out = small_inputs(tmp_path / "in"), tmp_path / "out"

@@ -27,9 +27,14 @@ ARTICLE_FILES = ("article.html", "article.md", "analysis.json")
 _SAFE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,119}")
 
 
+def is_article_id(name: str) -> bool:
+    """Whether `name` is a plain slug, as every article id is."""
+    return _SAFE_ID.fullmatch(name) is not None
+
+
 def article_dir(out: Path, article_id: str) -> Path:
     """The folder of one article; an id that is not a plain slug never becomes a path."""
-    if not _SAFE_ID.fullmatch(article_id):
+    if not is_article_id(article_id):
         raise ValueError(f"unsafe article id {article_id!r}")
     return out / "articles" / article_id
 
