@@ -294,7 +294,7 @@ def fixtures_status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the states as JSON.")] = False,
     check: Annotated[bool, typer.Option("--check", help="Exit 1 unless every recording is current.")] = False,
 ) -> None:
-    """List recordings that are current, stale, missing or orphaned for the current prompts."""
+    """List recordings that are current, stale, missing, unreadable or orphaned for the current prompts."""
     try:
         settings = resolve_settings({}, config)
         book = PromptBook(settings)
