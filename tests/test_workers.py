@@ -189,7 +189,9 @@ def test_an_error_in_a_worker_is_raised_in_the_runner_as_it_would_be_inline(
 def test_a_job_cancelled_in_a_worker_does_not_answer_the_next_one(
     inline_run: Path, fixture_articles: list[Article]
 ) -> None:
-    (first, second) = fixture_pairs(inline_run, fixture_articles, 2)
+    (first, (part, article)) = fixture_pairs(inline_run, fixture_articles, 2)
+    planted = part.en.model_copy(update={"tldr": ["<b>planted</b> " + part.en.tldr[0], *part.en.tldr[1:]]})
+    second = (part.model_copy(update={"en": planted}), article)  # its answer is told apart by a finding
     workers, context = started_pool(processes=1)
     try:
 
@@ -206,6 +208,7 @@ def test_a_job_cancelled_in_a_worker_does_not_answer_the_next_one(
     finally:
         workers.close()
     assert findings == run_checks(*second, context) != run_checks(*first, context)
+    assert any(f.check == "markup" for f in findings)
     assert workers.checked_in_workers == 1 and not workers.broken
 
 
