@@ -8,6 +8,7 @@ and every two writings of it match.
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 from itertools import combinations
 
@@ -495,3 +496,31 @@ def test_a_figure_repeated_in_another_text_is_read_from_the_memo() -> None:
     second = figures_in("Sales of $3.2 billion; margin up 12%.", memo=memo)
     assert memo == kept, "nothing new was read"
     assert [f.text for f in second] == [f.text for f in first] == ["$3.2 billion", "12%"]
+
+
+def _texts_around(words: list[str]) -> list[str]:
+    """Each word, cut short, run on, and followed by a letter or space, in both cases."""
+    texts = []
+    for word in words:
+        for text in (word, word[:-1], word + "s", word + "x", word + " ", word + "-hour", word[:2]):
+            texts += [text, text.upper()]
+    return texts
+
+
+@pytest.mark.parametrize("words", [
+    [u for u in figures._UNITS if u.isascii()],
+    [u for u in figures._UNITS if not u.isascii()],
+    list(figures._ZH_CURRENCIES),
+    list(figures._EN_NUMBER_WORDS),
+])  # fmt: skip
+def test_a_tree_of_alternatives_matches_as_the_words_longest_first(words: list[str]) -> None:
+    """The unit, currency and number-word patterns are trees of shared beginnings (faster to try);
+    on any text they match what the words joined longest first match, followed by a word edge."""
+    joined = "|".join(sorted(map(re.escape, words), key=len, reverse=True))
+    tree = figures._alternatives(words)
+    for edge in ("", r"\b", "(?![A-Za-z])"):
+        plain = re.compile(f"(?:{joined}){edge}", re.IGNORECASE | re.ASCII)
+        fast = re.compile(f"(?:{tree}){edge}", re.IGNORECASE | re.ASCII)
+        for text in _texts_around(words):
+            expected, got = plain.match(text), fast.match(text)
+            assert (got and got.group(0)) == (expected and expected.group(0)), (text, edge)

@@ -89,9 +89,34 @@ _NUM = r"\d+(?:,\d{3})*(?:\.\d+)?|\d*\.\d+"
 _CN_DIGITS = "零〇一二两三四五六七八九"
 _CN_NUM_CHARS = _CN_DIGITS + "十百千万亿点"
 _EN_MAG = r"(?:thousand|million|billion|trillion|mn|mln|bn|tn|trn|k|m|b)"
-_EN_UNIT = "|".join(sorted((re.escape(u) for u in _UNITS if u.isascii()), key=len, reverse=True))
-_ZH_UNIT = "|".join(sorted((re.escape(u) for u in _UNITS if not u.isascii()), key=len, reverse=True))
-_ZH_CUR = "|".join(sorted((re.escape(c) for c in _ZH_CURRENCIES), key=len, reverse=True))
+
+_Tree = dict[str, "_Tree"]  # a character -> what may follow it ("" marks the end of a word)
+
+
+def _alternatives(words: Iterable[str]) -> str:
+    """A pattern matching any of `words`, the longest first where several match (as the words
+    sorted longest first and joined with "|" would), written as a tree of their shared beginnings:
+    the engine tries one branch per character instead of every word in turn."""
+    tree: _Tree = {}
+    for word in words:
+        node = tree
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}  # a word ends here
+    return _branches(tree)
+
+
+def _branches(node: _Tree) -> str:
+    longer = [re.escape(ch) + _branches(child) for ch, child in sorted(node.items()) if ch]
+    choices = longer + ([""] if "" in node else [])  # a shorter word only when no longer one matches
+    if len(choices) == 1:
+        return choices[0]
+    return "(?:" + "|".join(choices) + ")"
+
+
+_EN_UNIT = _alternatives(u for u in _UNITS if u.isascii())
+_ZH_UNIT = _alternatives(u for u in _UNITS if not u.isascii())
+_ZH_CUR = _alternatives(_ZH_CURRENCIES)
 _CUR_PREFIX = r"(?:US\$|HK\$|A\$|C\$|S\$|USD|EUR|GBP|RMB|CNY|HKD|JPY|\$|€|£|¥)"
 
 # One English figure: optional currency, number, optional range tail, magnitude, unit/percent.
@@ -120,7 +145,7 @@ _EN_MONTH = re.compile(r"(January|February|March|April|May|June|July|August|Sept
                        r"November|December)\b")  # fmt: skip
 _WORD_CHAR = re.compile(r"\w")
 _EN_WORD_NUMBER = re.compile(  # the lookahead of first letters only skips ahead faster
-    rf"(?=[{''.join(sorted({w[0] for w in _EN_NUMBER_WORDS}))}])\b({'|'.join(_EN_NUMBER_WORDS)})\b",
+    rf"(?=[{''.join(sorted({w[0] for w in _EN_NUMBER_WORDS}))}])\b({_alternatives(_EN_NUMBER_WORDS)})\b",
     re.I | re.ASCII,
 )
 _CN_MONTHS = frozenset("一 二 三 四 五 六 七 八 九 十 十一 十二".split())  # noqa: SIM905
