@@ -524,3 +524,14 @@ def test_a_tree_of_alternatives_matches_as_the_words_longest_first(words: list[s
         for text in _texts_around(words):
             expected, got = plain.match(text), fast.match(text)
             assert (got and got.group(0)) == (expected and expected.group(0)), (text, edge)
+
+
+@pytest.mark.parametrize("prefix", ["US$", "HK$", "A$", "C$", "S$", "USD", "EUR", "GBP", "RMB", "CNY", "HKD",
+                                    "JPY", "$", "€", "£", "¥", "usd", "jpy", "us$"])  # fmt: skip
+@pytest.mark.parametrize("number", ["5", " 5", ".5", " .5"])
+def test_the_search_for_a_figure_starts_at_its_currency_not_at_its_digit(prefix: str, number: str) -> None:
+    """The search for an English figure starts at its first digit unless a currency or a decimal
+    point may end just before it (or before a space before it): each such prefix is still read."""
+    value = float(number)
+    (figure,) = figures_in(f"Sales rose to {prefix}{number} million")
+    assert (figure.kind, figure.value, figure.text) == ("money", value * 1e6, f"{prefix}{number} million")

@@ -88,7 +88,6 @@ _APPROX_AFTER = re.compile(r"^\s*(?:左右|多|余|以上|以下)")
 _NUM = r"\d+(?:,\d{3})*(?:\.\d+)?|\d*\.\d+"
 _CN_DIGITS = "零〇一二两三四五六七八九"
 _CN_NUM_CHARS = _CN_DIGITS + "十百千万亿点"
-_EN_MAG = r"(?:thousand|million|billion|trillion|mn|mln|bn|tn|trn|k|m|b)"
 
 _Tree = dict[str, "_Tree"]  # a character -> what may follow it ("" marks the end of a word)
 
@@ -124,7 +123,7 @@ _EN_FIGURE = re.compile(
     r"(?=[\d.$€£¥]|US\$|HK\$|[ACS]\$|USD|EUR|GBP|RMB|CNY|HKD|JPY)"  # fail fast where no figure starts
     rf"(?P<cur>{_CUR_PREFIX})?\s?(?P<num>{_NUM})"
     rf"(?:\s?(?:-|–|—|to)\s?(?P<cur2>{_CUR_PREFIX})?\s?(?P<num2>{_NUM}))?"
-    rf"(?:\s?(?P<mag>{_EN_MAG})\b)?"
+    rf"(?:\s?(?P<mag>{_alternatives(_EN_MAGNITUDES)})\b)?"
     rf"(?:\s?(?P<pct>%|percentage[\s-]+points?\b|per\s?cent\b|percent\b|pp\b|basis\s+points?\b|bps?\b)"
     rf"|\s?(?P<unit>{_EN_UNIT})\b|\s(?P<curword>dollars?|euros?|pounds|yuan|renminbi|yen)\b)?",
     re.IGNORECASE | re.ASCII,
@@ -447,11 +446,30 @@ def _english_matches(text: str) -> Iterator[re.Match[str]]:
     the next digit instead of trying the pattern at every character."""
     pos = 0
     while (digit := _ASCII_DIGIT.search(text, pos)) is not None:
-        match = _EN_FIGURE.search(text, max(pos, digit.start() - _EN_REACH))
+        start = digit.start()
+        if _prefix_may_end_at(text, start):
+            start = max(pos, start - _EN_REACH)
+        match = _EN_FIGURE.search(text, start)
         if match is None:  # a digit always starts a match; kept for safety
             return
         yield match
         pos = match.end()
+
+
+# A match starts before its first digit only at a decimal point (".5") or at a currency sign or
+# code ("$5", "USD 5", "US$ .5"), which ends with one of these, just before the digit or before a
+# space before it. Most numbers follow a word and a space: their search starts at the digit.
+_PREFIX_ENDS = frozenset(".$€£¥DRPBYdrpby")
+
+
+def _prefix_may_end_at(text: str, digit: int) -> bool:
+    """Whether a currency prefix or decimal point may end just before `digit` (or one space before)."""
+    if digit == 0:
+        return False
+    before = text[digit - 1]
+    if before in _PREFIX_ENDS:
+        return True
+    return digit >= 2 and before in _ASCII_SPACE and text[digit - 2] in _PREFIX_ENDS
 
 
 def _english_figures(text: str, taken: _Spans, memo: Memo) -> Iterator[Found]:
