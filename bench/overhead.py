@@ -1,7 +1,11 @@
 """Local overhead: replay N articles through the whole pipeline; milliseconds per article and peak memory.
 
-    python bench/overhead.py            # 1,000 and 5,000 articles
-    python bench/overhead.py 200 1000   # other sizes
+    python bench/overhead.py              # 1,000 and 5,000 articles, three runs of each
+    python bench/overhead.py 200 1000     # other sizes
+    python bench/overhead.py --repeat 5   # more runs of each size
+
+Each run is printed, then the median of the runs of each size: the machine this runs on is shared,
+and the same work takes from 11 to 19 ms of CPU per article depending on its load at the moment.
 
 Each size runs in its own process. Runs of 50 articles or more check and write articles in worker
 processes (one more than the CPUs), so memory and CPU are measured over the whole process tree. The
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -106,19 +111,35 @@ if __name__ == "__main__":
 
 
 def main() -> None:
-    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+    args = sys.argv[1:]
+    if any(arg in ("-h", "--help") for arg in args):
         print(__doc__)
         return
-    if not all(arg.isdigit() for arg in sys.argv[1:]):
-        raise SystemExit("usage: python bench/overhead.py [ARTICLES ...]   (sizes, such as 1000 5000)")
-    sizes = [int(arg) for arg in sys.argv[1:]] or [1000, 5000]
-    print(f"{'articles':>9} {'seconds':>8} {'ms/article':>11} {'CPU ms/article':>15} {'check procs':>12} "
-          f"{'peak RSS MB (all)':>18} {'main growth MB':>15}")  # fmt: skip
+    repeat = 3
+    if "--repeat" in args:
+        at = args.index("--repeat")
+        if at + 1 >= len(args) or not args[at + 1].isdigit() or int(args[at + 1]) < 1:
+            raise SystemExit("--repeat takes a number of runs, such as 3")
+        repeat = int(args[at + 1])
+        del args[at : at + 2]
+    if not all(arg.isdigit() for arg in args):
+        raise SystemExit("usage: python bench/overhead.py [--repeat N] [ARTICLES ...]   (sizes: 1000 5000)")
+    sizes = [int(arg) for arg in args] or [1000, 5000]
+    print(f"{'':>7} {'articles':>9} {'seconds':>8} {'ms/article':>11} {'CPU ms/article':>15} "
+          f"{'check procs':>12} {'peak RSS MB (all)':>18} {'main growth MB':>15}")  # fmt: skip
     for count in sizes:
-        r = measure(count)
-        print(f"{r['articles']:>9.0f} {r['seconds']:>8.2f} {r['ms_per_article']:>11.2f} "
-              f"{r['cpu_ms_per_article']:>15.2f} {r['processes']:>12.0f} {r['peak_rss_mb']:>18.1f} "
-              f"{r['main_growth_mb']:>15.1f}")  # fmt: skip
+        runs = []
+        for number in range(1, repeat + 1):
+            runs.append(measure(count))
+            print(_row(f"run {number}", runs[-1]), flush=True)
+        if repeat > 1:
+            print(_row("median", {key: statistics.median(run[key] for run in runs) for key in runs[0]}))
+
+
+def _row(label: str, r: dict[str, float]) -> str:
+    return (f"{label:>7} {r['articles']:>9.0f} {r['seconds']:>8.2f} {r['ms_per_article']:>11.2f} "
+            f"{r['cpu_ms_per_article']:>15.2f} {r['processes']:>12.0f} {r['peak_rss_mb']:>18.1f} "
+            f"{r['main_growth_mb']:>15.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":
