@@ -39,6 +39,7 @@ RRR = "zh-rrr-cut-c355db2d2c"  # zh, GBK .txt
 TENDER = "zh-energy-storage-tender-d12ceb608b"  # zh, .md
 WIRE = "wire-briefs-2-abd14baebd"  # zh, line 2 of a .jsonl file
 MEDICARE = "medicare-s-negotiated-drug-prices-saved-3-1-billion-in-first-08a5fbc019"  # en, .htm
+ZH_AI = "zh-ai-model-funding-8069923ba0"  # zh, .html
 
 SOURCES = {
     DUKE: "energy-iron-air-storage.txt",
@@ -47,8 +48,9 @@ SOURCES = {
     TENDER: "zh-energy-storage-tender.md",
     WIRE: "wire-briefs.jsonl:2",
     MEDICARE: "drug-pricing-reform.htm",
+    ZH_AI: "zh-ai-model-funding.html",
 }
-LANGUAGES = {DUKE: "en", ECB: "en", RRR: "zh", TENDER: "zh", WIRE: "zh", MEDICARE: "en"}
+LANGUAGES = {DUKE: "en", ECB: "en", RRR: "zh", TENDER: "zh", WIRE: "zh", MEDICARE: "en", ZH_AI: "zh"}
 
 Data = dict[str, Any]
 Mutation = Callable[[Data], None]
@@ -852,3 +854,10 @@ def test_a_figure_missing_from_the_other_section_is_still_a_parity_warning() -> 
     assert any("六个月 is in the source but not in the English section" in line for line in warnings), (
         warnings
     )
+
+
+def test_a_product_name_with_a_number_is_no_parity_gap() -> None:
+    """The model the Chinese calls "极曜-3" is "Jiyao-3" in English: a name in both, not a figure."""
+    data = recorded(ZH_AI)
+    assert any(row["entity"] == "极曜-3" for row in data["zh"]["key_data"])
+    assert parity_warnings(ZH_AI, data) == []

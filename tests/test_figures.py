@@ -535,3 +535,15 @@ def test_the_search_for_a_figure_starts_at_its_currency_not_at_its_digit(prefix:
     value = float(number)
     (figure,) = figures_in(f"Sales rose to {prefix}{number} million")
     assert (figure.kind, figure.value, figure.text) == ("money", value * 1e6, f"{prefix}{number} million")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("主力模型“极曜-3”采用MoE架构", []),  # a model's name, as "Jiyao-3" is in English
+    ("歼-20战机首次亮相", []),
+    ("同比-3%", [("percent", 3.0)]),  # a figure with its percent sign is one
+    ("2025年-2026", [("year", 2025.0), ("year", 2026.0)]),  # after a figure: a range
+    ("三-5", [("number", 5.0)]),  # after a numeral: a range
+    ("极曜-3的参数约6000亿", [("number", 6e11)]),
+])  # fmt: skip
+def test_a_number_joined_to_a_han_name_is_part_of_the_name(text: str, expected: list[object]) -> None:
+    assert [(f.kind, f.value) for f in figures_in(text)] == expected

@@ -321,6 +321,10 @@ class _Spans:
         i = bisect_left(self._starts, span[1])
         return i > 0 and self._ends[i - 1] > span[0]
 
+    def ends_at(self, end: int) -> bool:
+        i = bisect_left(self._starts, end)  # the span starting last before `end`
+        return i > 0 and self._ends[i - 1] == end
+
     def add(self, span: tuple[int, int]) -> None:
         i = bisect_left(self._starts, span[0])
         self._starts.insert(i, span[0])
@@ -482,6 +486,8 @@ def _english_figures(text: str, taken: _Spans, memo: Memo) -> Iterator[Found]:
         first = match.start("cur") if match.group("cur") else match.start("num")
         if _glued_to_word(text, first, end) or (end < length and text[end] in "十百千万亿"):
             continue
+        if first > 1 and text[first - 1] == "-" and _names_by_number(text, first - 2, taken) and _bare(match):
+            continue  # a Han name's number ("歼-20", "极曜-3", as "J-20", "Jiyao-3"); "同比-3%" is a figure
         span = (match.start(), end)
         if not taken.overlaps(span):
             figure_text = written.strip()
@@ -490,6 +496,20 @@ def _english_figures(text: str, taken: _Spans, memo: Memo) -> Iterator[Found]:
             if figures is None:
                 figures = memo[key] = _english_match_figures(match, figure_text)
             yield figures, span
+
+
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def _names_by_number(text: str, at: int, taken: _Spans) -> bool:
+    """Whether the character at `at`, before a hyphen and a number, ends a Han name: a Han
+    character that is no numeral and ends no figure ("2025年-2026" and "三-5" are ranges)."""
+    return bool(_HAN.match(text, at)) and text[at] not in _CN_NUM_CHARS and not taken.ends_at(at + 1)
+
+
+def _bare(match: re.Match[str]) -> bool:
+    """Whether an English match is a lone number: no currency, magnitude, percent, unit or range."""
+    return not any(match.group("cur", "num2", "mag", "pct", "unit", "curword"))
 
 
 def _glued_to_word(text: str, start: int, end: int | None = None) -> bool:
