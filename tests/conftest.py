@@ -3,7 +3,9 @@ NEWSDESK_OFFLINE=1 makes the live model refuse any endpoint that is not on loopb
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -68,3 +70,28 @@ def run_newsdesk(
         cwd=ROOT, env=cli_env(api_key, env), capture_output=True, text=True, encoding="utf-8",
         timeout=timeout, check=False,
     )  # fmt: skip
+
+
+DUKE_ID = "duke-energy-orders-8-5-gwh-of-iron-air-batteries-in-largest-7f7822e172"
+
+
+def plant_parity_gap(recordings: Path) -> None:
+    """Give Duke's Chinese answer a source figure the English leaves out (the 20 MW site): the
+    checks warn of it, and the article is still published. The bundled answers carry no warning,
+    so tests of how warnings travel plant one."""
+    path = recordings / DUKE_ID / "zh-0.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    message = document["response"]["choices"][0]["message"]
+    answer = json.loads(message["content"])
+    answer["zh"]["tldr"][1] += "另一站点规模为20兆瓦。"
+    message["content"] = json.dumps(answer, ensure_ascii=False)
+    path.write_text(json.dumps(document, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def warned_recordings(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled recordings, Duke's answer with a parity warning planted."""
+    folder = tmp_path_factory.mktemp("warned") / "recordings"
+    shutil.copytree(RECORDINGS, folder)
+    plant_parity_gap(folder)
+    return folder

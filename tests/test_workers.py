@@ -43,8 +43,8 @@ from pipeline.workers import (
 from tests.conftest import ARTICLES, RECORDINGS
 
 
-def replay(out: Path, settings: Settings) -> RunReport:
-    runner = Runner(settings, ReplayModel(RECORDINGS), PromptBook(settings), PlainProgress(io.StringIO()))
+def replay(out: Path, settings: Settings, recordings: Path = RECORDINGS) -> RunReport:
+    runner = Runner(settings, ReplayModel(recordings), PromptBook(settings), PlainProgress(io.StringIO()))
     return asyncio.run(runner.run([ARTICLES], RunOptions(out=out, mode="replay")))
 
 
@@ -77,14 +77,14 @@ def fixture_pairs(
 
 
 @pytest.fixture(scope="module")
-def inline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def inline_run(tmp_path_factory: pytest.TempPathFactory, warned_recordings: Path) -> Path:
     out = tmp_path_factory.mktemp("inline")
-    replay(out, Settings(check_processes=1))
+    replay(out, Settings(check_processes=1), warned_recordings)
     return out
 
 
 def test_workers_check_exactly_as_the_runner_does(
-    inline_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    inline_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warned_recordings: Path
 ) -> None:
     started: list[PooledWorkers] = []
 
@@ -95,11 +95,11 @@ def test_workers_check_exactly_as_the_runner_does(
         return workers
 
     monkeypatch.setattr(runner_module, "new_workers", started_workers)
-    report = replay(tmp_path, Settings(check_processes=2))
+    report = replay(tmp_path, Settings(check_processes=2), warned_recordings)
     assert report.counts["ok"] == 13
     assert started[0].checked_in_workers == 13 and not started[0].broken
     assert comparable(tmp_path) == comparable(inline_run)
-    assert any(comparable(inline_run)["findings"].values()), "the fixtures do produce some findings"
+    assert any(comparable(inline_run)["findings"].values()), "the planted warning is among the findings"
 
 
 def test_a_dead_worker_sends_the_remaining_checks_to_the_runner(
