@@ -18,7 +18,7 @@ from typing import Literal
 
 from pipeline.analyze import Analyzer
 from pipeline.errors import InputError, RecordingMissing
-from pipeline.ingest import InputFailure, Limits, load_articles
+from pipeline.ingest import InputFailure, Limits, load_articles, real_path
 from pipeline.ingest.article import Article
 from pipeline.model.base import ModelReply, ModelRequest
 from pipeline.model.replay import ReplayModel, recording_path
@@ -66,9 +66,9 @@ async def _walk(
         probe = _Probe(ReplayModel(recordings), item)
         await Analyzer(probe, book, book.settings).analyze(item)
         states += probe.states
-    used = {Path(s.path).resolve() for s in states}
+    used = {real_path(Path(s.path)) for s in states}
     for path in sorted(recordings.glob("*/*.json")):
-        if path.resolve() not in used:
+        if real_path(path) not in used:
             states.append(RecordingState("orphaned", str(path), path.parent.name, None, None, _version(path)))
     return states
 

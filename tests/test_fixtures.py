@@ -105,6 +105,18 @@ def test_status_names_each_stale_missing_unreadable_and_orphaned_recording(
     ]  # fmt: skip
 
 
+def test_status_lists_a_looping_link_among_the_inputs_as_unreadable(tmp_path: Path) -> None:
+    articles = tmp_path / "articles"
+    articles.mkdir()
+    shutil.copyfile(ARTICLES / "zh-rrr-cut.txt", articles / "zh-rrr-cut.txt")
+    (articles / "ping.txt").symlink_to(articles / "pong.txt")
+    (articles / "pong.txt").symlink_to(articles / "ping.txt")
+    code, out, _ = status(articles, "--recordings", RECORDINGS)
+    assert code == 0, out
+    assert f"unreadable {articles / 'ping.txt'}: a broken or looping symbolic link" in out.splitlines()
+    assert out.splitlines()[-1].endswith(": 2 current, 0 stale, 0 missing, 2 unreadable, 24 orphaned")
+
+
 def test_status_and_restamp_follow_re_asks(tmp_path: Path, book: PromptBook) -> None:
     """A call whose answer fails its checks is asked again: the re-ask's recording is judged like
     any other, and restamp gives it the request a run sends."""

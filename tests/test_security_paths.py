@@ -225,6 +225,66 @@ def test_a_symlink_to_a_file_outside_the_folder_is_read_once_or_reported(tmp_pat
     assert isinstance(item, Article) or item.reason.strip(), "either read, or failed with a reason"
 
 
+def test_a_linked_folder_is_searched_once_and_a_link_back_up_is_no_loop(tmp_path: Path) -> None:
+    inputs, outside = linked_folder(tmp_path)
+    (outside / "deeper").mkdir()
+    shutil.copyfile(ARTICLES / "central-bank-rate-decision.md", outside / "deeper" / "ecb.md")
+    loaded = list(load_articles([inputs]))
+    assert [Path(i.input_path).name for i in loaded].count("ecb.md") == 1, "reached through the link"
+    assert all(isinstance(i, Article) for i in loaded), loaded
+
+
+@pytest.fixture
+def closed(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Names of folders this user may not list and of files in folders it may not enter. The tests
+    run as root, whom chmod 000 does not stop, so the system calls fail as they would for another."""
+    names: set[str] = set()
+    scandir, is_file = os.scandir, Path.is_file
+
+    def guarded_scandir(path: Any = ".") -> Any:
+        if Path(path).name in names:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    def guarded_is_file(self: Path) -> bool:
+        if self.name in names:
+            raise PermissionError(13, "Permission denied", str(self))
+        return is_file(self)
+
+    monkeypatch.setattr(os, "scandir", guarded_scandir)
+    monkeypatch.setattr(Path, "is_file", guarded_is_file)
+    return names
+
+
+def test_a_folder_that_cannot_be_listed_is_a_failure_naming_it(tmp_path: Path, closed: set[str]) -> None:
+    inputs = tmp_path / "in"
+    (inputs / "closed").mkdir(parents=True)
+    shutil.copyfile(ARTICLES / GOOD_FILE, inputs / GOOD_FILE)
+    shutil.copyfile(ARTICLES / ZH_FILE, inputs / "closed" / ZH_FILE)
+    closed.add("closed")
+    loaded = list(load_articles([inputs]))
+    failures = [(i.input_path, i.reason) for i in loaded if isinstance(i, InputFailure)]
+    assert failures == [(str(inputs / "closed"), "folder cannot be read: Permission denied")]
+    assert [Path(i.input_path).name for i in loaded if isinstance(i, Article)] == [GOOD_FILE]
+
+
+def test_a_file_that_cannot_be_reached_fails_alone_and_the_run_goes_on(
+    tmp_path: Path, closed: set[str]
+) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    shutil.copyfile(ARTICLES / GOOD_FILE, inputs / GOOD_FILE)
+    shutil.copyfile(ARTICLES / ZH_FILE, inputs / "behind-a-closed-folder.txt")
+    closed.add("behind-a-closed-folder.txt")
+    given = [str(inputs / "behind-a-closed-folder.txt"), str(inputs / GOOD_FILE)]
+    result = CliRunner().invoke(app, ["run", *given, "--out", str(out), "--replay", str(RECORDINGS)])
+    assert result.exit_code == 1, result.output
+    report = json.loads((out / "run-report.json").read_text(encoding="utf-8"))
+    by_name = {Path(e["source"]).name: (e["status"], e["error"]) for e in report["articles"]}
+    assert by_name == {"behind-a-closed-folder.txt": ("failed", "cannot be read: Permission denied"),
+                       GOOD_FILE: ("ok", None)}  # fmt: skip
+
+
 def special_folder(tmp_path: Path) -> Path:
     inputs = tmp_path / "special"
     inputs.mkdir()

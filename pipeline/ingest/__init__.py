@@ -74,9 +74,9 @@ def path_label(path: Path) -> str:
 def check_out_apart(paths: Iterable[str | Path], out: Path) -> None:
     """The output folder must not be an input, nor hold one: a run would read its own pages, logs
     and reports as articles. (An output folder inside an input folder is fine: it is skipped.)"""
-    home = out.resolve()
+    home = real_path(out)
     for raw in paths:
-        path = Path(raw).resolve()
+        path = real_path(Path(raw))
         if path == home or home in path.parents:
             what = "is an input folder" if path == home else f"holds the input {raw}"
             raise ConfigError(
@@ -86,17 +86,24 @@ def check_out_apart(paths: Iterable[str | Path], out: Path) -> None:
 
 
 def discover(paths: Iterable[str | Path], exclude: Path | None = None) -> Iterator[Path | InputFailure]:
-    """Every input file under `paths`, in a stable order, each real file once.
+    """Every input file under `paths`, in a stable order, each real file once; a file or folder
+    that cannot be read is a failure naming it, and the others go on.
 
+    Links to folders are followed, each real folder searched once (a link back up is no loop).
     `exclude` (the output folder) is never searched, so a run never reads its own outputs.
     """
     seen: set[Path] = set()
-    skip = exclude.resolve() if exclude is not None else None
+    skip = real_path(exclude) if exclude is not None else None
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
+        try:
+            is_dir, is_file = path.is_dir(), path.is_file()
+        except OSError as exc:  # in a folder this user may not enter
+            yield InputFailure(path_label(path), _unreadable(exc))
+            continue
+        if is_dir:
             yield from _walk(path, seen, skip)
-        elif path.is_file():
+        elif is_file:
             if _first_visit(path, seen):
                 yield path
         else:
@@ -104,33 +111,73 @@ def discover(paths: Iterable[str | Path], exclude: Path | None = None) -> Iterat
 
 
 def _walk(root: Path, seen: set[Path], skip: Path | None = None) -> Iterator[Path | InputFailure]:
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _is(Path(folder) / d, skip))
+    problems: list[OSError] = []  # folders os.walk could not list, as it meets them
+    walked = {real_path(root)}
+    for folder, dirs, files in os.walk(root, onerror=problems.append, followlinks=True):
+        yield from _folder_failures(problems)
+        dirs[:] = _folders_to_search(Path(folder), dirs, walked, skip)
         for name in sorted(files):
             path = Path(folder) / name
             if name.startswith(".") or path.suffix.lower() not in SUPPORTED_SUFFIXES:
                 continue
-            if not path.is_file():
+            try:
+                regular = path.is_file()
+            except OSError as exc:
+                yield InputFailure(path_label(path), _unreadable(exc))
+                continue
+            if not regular:
                 yield InputFailure(path_label(path), _not_a_file(path))
             elif _first_visit(path, seen):
                 yield path
+    yield from _folder_failures(problems)
+
+
+def _folders_to_search(folder: Path, names: list[str], walked: set[Path], skip: Path | None) -> list[str]:
+    """The subfolders of `folder` to go into, in order: not hidden, not the output folder, and not
+    a folder already searched (through a link to it, or a link back to a folder above)."""
+    kept = []
+    for name in sorted(names):
+        real = real_path(folder / name)
+        if name.startswith(".") or real == skip or real in walked:
+            continue
+        walked.add(real)
+        kept.append(name)
+    return kept
+
+
+def _folder_failures(problems: list[OSError]) -> Iterator[InputFailure]:
+    while problems:
+        exc = problems.pop(0)
+        yield InputFailure(path_label(Path(exc.filename or "?")), f"folder {_unreadable(exc)}")
+
+
+def _unreadable(exc: OSError) -> str:
+    return f"cannot be read: {exc.strerror or exc}"
 
 
 def _not_a_file(path: Path) -> str:
     """Why `path` cannot be read as a file, in words."""
-    if path.is_symlink() and not path.exists():
-        return "a broken or looping symbolic link"
-    if path.exists():
-        return "not a regular file (a FIFO, socket or device)"
+    try:
+        if path.is_symlink() and not path.exists():
+            return "a broken or looping symbolic link"
+        if path.exists():
+            return "not a regular file (a FIFO, socket or device)"
+    except OSError as exc:
+        return _unreadable(exc)
     return "no such file or directory"
 
 
-def _is(path: Path, other: Path | None) -> bool:
-    return other is not None and path.resolve() == other
+def real_path(path: Path) -> Path:
+    """`path` with every link resolved; as it stands (made absolute) when a link loops or a
+    folder on the way cannot be entered."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, on Python 3.11 and 3.12
+        return path.absolute()
 
 
 def _first_visit(path: Path, seen: set[Path]) -> bool:
-    real = path.resolve()
+    real = real_path(path)
     if real in seen:
         return False
     seen.add(real)
