@@ -35,7 +35,7 @@ from pipeline.dryrun import DryRun, dry_run
 from pipeline.emit.index import write_index
 from pipeline.emit.output import write_article
 from pipeline.emit.render import SiteInfo
-from pipeline.errors import ConfigError, InputError, LockedError, NewsdeskError, OutputError
+from pipeline.errors import ConfigError, InputError, LockedError, NewsdeskError, OutputError, debugging
 from pipeline.evaluate import DEFAULT_REPORT_NAME, evaluate, load_eval_report, write_eval_report
 from pipeline.evaluate import compare as compare_eval
 from pipeline.ingest import Limits, check_out_apart
@@ -68,11 +68,13 @@ def newsdesk() -> None:
 
 
 def fail(exc: NewsdeskError, code: int | None = None) -> NoReturn:
-    if os.environ.get("NEWSDESK_DEBUG"):
-        raise exc
+    """The one-line error and its exit code; with NEWSDESK_DEBUG the traceback first, same code."""
     if code is None:
         code = next((c for kind, c in EXIT_CODES.items() if isinstance(exc, kind)), 1)
-    typer.echo(printable(Redactor(_secrets())(f"Error: {exc}")), err=True)  # a message may quote the key
+    redact = Redactor(_secrets())  # a message may quote the key
+    if debugging():
+        print(redact("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
+    typer.echo(printable(redact(f"Error: {exc}")), err=True)
     raise typer.Exit(code)
 
 
@@ -401,9 +403,9 @@ def _secrets(settings: Settings | None = None) -> list[str]:
 def main() -> None:
     try:
         app()
-    except Exception as exc:  # a bug, or any error with NEWSDESK_DEBUG set; the traceback is redacted
+    except Exception as exc:  # a bug; with NEWSDESK_DEBUG its traceback, redacted
         redact = Redactor(_secrets())
-        if os.environ.get("NEWSDESK_DEBUG"):
+        if debugging():
             print(redact(traceback.format_exc()), file=sys.stderr, end="")
         else:
             line = f"Error: internal error ({type(exc).__name__}: {exc}); rerun with NEWSDESK_DEBUG=1"

@@ -21,10 +21,16 @@ Messages are written for the person running newsdesk: they say what went wrong a
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pipeline.validate.findings import Finding
+
+
+def debugging() -> bool:
+    """Whether NEWSDESK_DEBUG asks for tracebacks ("1", "true", "yes" or "on"; "0" does not)."""
+    return os.environ.get("NEWSDESK_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class NewsdeskError(Exception):

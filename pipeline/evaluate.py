@@ -26,7 +26,7 @@ from rich.text import Text
 from pipeline.analyze import Analyzer, ArticleOutcome, Conversation
 from pipeline.config import Settings
 from pipeline.emit.write import atomic_write_text
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import ConfigError, InputError, debugging
 from pipeline.ingest import InputFailure, Limits, load_articles
 from pipeline.ingest.article import Article
 from pipeline.model.replay import ReplayModel
@@ -239,7 +239,7 @@ async def _evaluate_one(analyzer: _ObservingAnalyzer, article: Article, root: Pa
     try:
         outcome = await analyzer.analyze(article)
     except Exception as exc:  # one article's bug never stops the evaluation
-        if os.environ.get("NEWSDESK_DEBUG"):
+        if debugging():
             raise
         error = f"internal error ({type(exc).__name__}: {exc}); rerun with NEWSDESK_DEBUG=1 for the traceback"
         outcome = ArticleOutcome(None, Usage(), 0, [], False, error=error)

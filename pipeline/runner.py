@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import re
 import secrets
 import time
@@ -31,7 +30,7 @@ from pipeline.emit.index import IndexSpool, write_index
 from pipeline.emit.output import article_dir, is_article_id, read_analysis
 from pipeline.emit.render import SiteInfo
 from pipeline.emit.write import atomic_write_chunks
-from pipeline.errors import ConfigError, OutputError
+from pipeline.errors import ConfigError, OutputError, debugging
 from pipeline.events import EventLog
 from pipeline.ingest import InputFailure, Limits, check_out_apart, discover, load_file, path_label
 from pipeline.ingest.article import Article, estimate_tokens
@@ -248,7 +247,7 @@ class Runner:
             try:
                 yield from load_file(item, self.limits)
             except Exception as exc:  # a reader bug fails this input, never the batch
-                if os.environ.get("NEWSDESK_DEBUG"):
+                if debugging():
                     raise
                 yield InputFailure(path_label(item), f"cannot be read (internal error: {type(exc).__name__})")
 
@@ -400,7 +399,7 @@ class Runner:
                 id=article.id, source=article.input_path, status="failed", error=error, fatal=True
             )
         except Exception as exc:  # one article's bug never stops the batch
-            if os.environ.get("NEWSDESK_DEBUG"):
+            if debugging():
                 raise
             error = self.redactor(
                 f"internal error ({type(exc).__name__}: {exc}); rerun with NEWSDESK_DEBUG=1 for the traceback"

@@ -269,11 +269,11 @@ def test_the_commented_out_examples_are_valid_when_uncommented(tmp_path: Path) -
 # --- the CLI ---------------------------------------------------------------------------------------------
 
 
-def run_cli(tmp_path: Path, config: Path, debug: bool = False) -> subprocess.CompletedProcess[str]:
+def run_cli(tmp_path: Path, config: Path, debug: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "NEWSDESK_DEBUG")}
     env["NEWSDESK_OFFLINE"] = "1"
-    if debug:
-        env["NEWSDESK_DEBUG"] = "1"
+    if debug is not None:
+        env["NEWSDESK_DEBUG"] = debug
     command = [sys.executable, "-m", "pipeline", "run", str(ARTICLES), "--out", str(tmp_path / "out")]
     return subprocess.run(
         [*command, "--config", str(config)],
@@ -320,14 +320,16 @@ def test_cli_reports_an_unreadable_config_file_in_one_line_and_exits_2(tmp_path:
     assert result.stderr.splitlines() == [f"Error: config file {config} {reason}"]
 
 
-def test_cli_shows_the_traceback_with_newsdesk_debug(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("debug", "traceback"), [("1", True), ("true", True), ("0", False), ("", False)])
+def test_cli_shows_the_traceback_with_newsdesk_debug_and_keeps_the_exit_code(
+    tmp_path: Path, debug: str, traceback: bool
+) -> None:
     config = write_config(tmp_path / "bad.toml", 'modle = "gpt-4.1"\n')
-    result = run_cli(tmp_path, config, debug=True)
-    assert result.returncode != 0
-    assert "Traceback (most recent call last)" in result.stderr
-    assert "ConfigError" in result.stderr
-    assert "modle" in result.stderr
-    assert not result.stderr.startswith("Error:")
+    result = run_cli(tmp_path, config, debug=debug)
+    assert result.returncode == 2, "a configuration error, with a traceback or without"
+    assert ("Traceback (most recent call last)" in result.stderr) is traceback, result.stderr
+    assert ("ConfigError" in result.stderr) is traceback
+    assert result.stderr.splitlines()[-1].startswith("Error: ") and "modle" in result.stderr.splitlines()[-1]
 
 
 @pytest.mark.parametrize("layer", ["flag", "file", "environment"])
