@@ -51,7 +51,6 @@ class Conversation:
     max_tokens: int
     requests: int = 0
     reasks: int = 0
-    length_retries: int = 0
     usage: Usage = field(default_factory=Usage)
     paid: Usage = field(default_factory=Usage)
     paid_batch: Usage = field(default_factory=Usage)
@@ -153,13 +152,14 @@ class Analyzer:
             return
 
     def _grow_limit(self, talk: Conversation) -> None:
+        """A cut-off reply is asked again with 1.5 times the limit, up to the ceiling (the ceiling
+        alone bounds the retries: raising it, as the error says, does allow longer replies)."""
         ceiling = self.settings.max_output_tokens_ceiling
-        if talk.length_retries >= 2 or talk.max_tokens >= ceiling:
+        if talk.max_tokens >= ceiling:
             raise ReplyTruncated(
                 f"the {talk.call} reply was cut off at {talk.max_tokens} tokens; raise "
                 "max_output_tokens_ceiling in the config or shorten the input (max_input_tokens)"
             )
-        talk.length_retries += 1
         talk.max_tokens = min(ceiling, int(talk.max_tokens * 1.5))
 
     async def _check(self, article: Article, talks: dict[Lang, Conversation]) -> list[Finding]:

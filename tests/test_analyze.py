@@ -368,9 +368,19 @@ def test_cut_offs_beyond_the_budget_fail_the_article(article: Article) -> None:
     assert outcome.analysis is None
     assert outcome.error is not None
     assert "cut off" in outcome.error
-    assert "max_output_tokens_ceiling" in outcome.error
-    assert len(desk.requests("zh")) == 3
-    assert outcome.calls == 4
+    assert "cut off at 16000 tokens" in outcome.error and "max_output_tokens_ceiling" in outcome.error
+    assert [r.body["max_completion_tokens"] for r in desk.requests("zh")] == [6000, 9000, 13500, 16000]
+    assert outcome.calls == 5
+
+
+def test_a_higher_ceiling_allows_longer_replies(article: Article) -> None:
+    """The error on a reply cut off at the ceiling says to raise it: doing so must help."""
+    cut_offs = {("en", n): cut_off("en") for n in range(4)}
+    outcome = Desk(article, deviations=cut_offs).run(Settings(max_output_tokens_ceiling=32000))
+    assert outcome.error is None and outcome.analysis is not None
+    desk = Desk(article, deviations=cut_offs)
+    desk.run(Settings(max_output_tokens_ceiling=32000))
+    assert [r.body["max_completion_tokens"] for r in desk.requests("en")] == [6000, 9000, 13500, 20250, 30375]
 
 
 def test_token_limit_never_grows_past_the_ceiling(article: Article) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable, Iterator
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,20 @@ def test_429_retry_after_is_honoured(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     first, retried = chats[0], chats[-1]
     assert retried.received_at - first.received_at >= 0.95
+
+
+def test_429_retry_after_as_an_http_date_is_honoured(tmp_path: Path) -> None:
+    """Retry-After may be an HTTP date (RFC 9110): the retry waits until then, not a second."""
+    until = time.time() + 3
+    plan = FaultPlan(queue=["429"], retry_after=formatdate(until, usegmt=True))
+    article = ARTICLES / "energy-iron-air-storage.txt"
+    with FakeOpenAIServer(RECORDINGS, api_key=API_KEY, faults=plan) as server:
+        started = time.monotonic() - time.time()  # the server's clock against the wall clock
+        result = newsdesk("run", str(article), "--out", str(tmp_path), "--base-url", server.base_url)
+        chats = [r for r in server.requests if r.path.endswith("/chat/completions")]
+    assert result.returncode == 0, result.stderr
+    retried_at = chats[-1].received_at - started
+    assert retried_at >= int(until) - 0.05, "the date has whole seconds: not before its second"
 
 
 def test_wrong_api_key_fails_with_a_clear_line_and_no_key_on_disk(

@@ -2,13 +2,17 @@
 
 The SDK's own retries are off (``max_retries=0``); tenacity is the one retry layer. It retries
 429, 408, 409, 5xx, timeouts, connection errors and unreadable bodies, honouring
-``retry-after-ms`` / ``Retry-After`` (up to two minutes), else exponential backoff with jitter.
+``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date; up to two minutes), else exponential
+backoff with jitter.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -60,10 +64,22 @@ def retry_after_seconds(exc: BaseException | None) -> float | None:
         try:
             seconds = float(value) / scale
         except ValueError:
-            continue
+            seconds = _seconds_until(value) if scale == 1.0 else math.nan
         if 0 <= seconds <= MAX_RETRY_AFTER_S:
             return seconds
     return None
+
+
+def _seconds_until(http_date: str) -> float:
+    """The wait a Retry-After given as an HTTP date asks for ("Wed, 21 Oct 2026 07:28:00 GMT");
+    NaN when it is no date."""
+    try:
+        when = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError):
+        return math.nan
+    if when.tzinfo is None:  # RFC 9110 dates are in GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def wait_for(state: RetryCallState) -> float:
