@@ -32,11 +32,15 @@ from pipeline.batch import ENDPOINT, STATE, _pending_requests, batch_line
 from pipeline.cli import app
 from pipeline.config import Settings, resolve_settings
 from pipeline.console import PlainProgress
+from pipeline.errors import ModelUnavailable
 from pipeline.ingest import load_articles
 from pipeline.ingest.article import Article
 from pipeline.lock import NOTE_NAME, RunLock
+from pipeline.model import live as live_module
+from pipeline.model import ratelimit
 from pipeline.model.base import CallKey, ModelReply, ModelRequest
 from pipeline.model.cache import JOURNAL_DIR, JournaledModel
+from pipeline.model.live import LiveModel
 from pipeline.model.ratelimit import RateGate
 from pipeline.model.replay import ReplayModel
 from pipeline.prompts import PromptBook
@@ -759,6 +763,85 @@ def test_successes_restore_the_pace_but_never_beyond_the_configured_one() -> Non
         gate.succeeded()
         assert gate.factor <= 1.0
     assert gate.factor == 1.0
+
+
+def test_a_429_without_a_hint_paces_a_run_that_had_no_pace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --rpm and no Retry-After: the run slows to 70% of the rate the server refused, and the
+    pause doubles with each 429 in a row, so a limit never turns into a retry storm."""
+    monkeypatch.setattr(ratelimit, "UNHINTED_PAUSE_S", 0.05)
+    gate = RateGate()
+
+    async def burst() -> None:
+        for _ in range(30):
+            await gate.acquire()
+
+    asyncio.run(burst())  # 30 requests within a second: about 1,800 a minute
+    gate.throttle(None)
+    assert gate.rpm == 1800 and gate.factor == pytest.approx(0.7)
+    assert 0.045 <= timed(gate.acquire) < 0.2, "paused for the first unhinted pause"
+    gate.throttle(None)
+    assert timed(gate.acquire) >= 0.095, "the second 429 in a row pauses twice as long"
+    assert timed(gate.acquire) >= 60 / (1800 * 0.49) - 0.005, "and the requests are spaced"
+    gate.succeeded()
+    gate.throttle(None)
+    assert 0.045 <= timed(gate.acquire) < 0.095, "a success in between starts the doubling again"
+
+
+def one_call(script: Callable[[dict[str, Any]], Reply], max_retries: int) -> ModelReply:
+    """One call of a LiveModel, over HTTP, to a server answering by `script`."""
+    body = {"model": "gpt-4.1-mini", "messages": [{"role": "user", "content": "hello"}]}
+
+    async def call(base_url: str) -> ModelReply:
+        model = LiveModel(Settings(base_url=base_url, max_retries=max_retries), API_KEY)
+        try:
+            return await model.complete(ModelRequest(CallKey("a-1", "en", 0), body, "v1"))
+        finally:
+            await model.aclose()
+
+    with FakeOpenAIServer(script=script, api_key=API_KEY) as server:
+        return asyncio.run(call(server.base_url))
+
+
+@pytest.fixture
+def no_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live_module, "_backoff", lambda state: 0.01)
+    monkeypatch.setattr(RateGate, "throttle", lambda self, retry_after: None)
+
+
+def test_429s_are_waited_out_beyond_the_retry_count_other_failures_are_not(no_waits: None) -> None:
+    asked: list[int] = []
+
+    def limited_five_times(request: dict[str, Any]) -> Reply:
+        asked.append(1)
+        if len(asked) <= 5:
+            return Reply.error(429, "Rate limit reached", error_type="requests", code="rate_limit_exceeded")
+        return Reply.chat(request, '{"ok": true}')
+
+    assert one_call(limited_five_times, max_retries=1).content == '{"ok": true}'
+    assert len(asked) == 6, "five 429s, then the answer: a 429 is not a failed attempt"
+
+    def failing(request: dict[str, Any]) -> Reply:
+        asked.append(1)
+        return Reply.error(500, "boom", error_type="server_error")
+
+    asked.clear()
+    with pytest.raises(ModelUnavailable, match="HTTP 500"):
+        one_call(failing, max_retries=1)
+    assert len(asked) == 2, "a 500 counts: one retry, then the call fails"
+
+
+def test_a_429_for_an_exhausted_quota_is_not_retried_and_stops_the_run(no_waits: None) -> None:
+    asked: list[int] = []
+
+    def no_credit(request: dict[str, Any]) -> Reply:
+        asked.append(1)
+        return Reply.error(429, "You exceeded your current quota", error_type="insufficient_quota",
+                           code="insufficient_quota")  # fmt: skip
+
+    with pytest.raises(ModelUnavailable, match="no credit left") as failed:
+        one_call(no_credit, max_retries=6)
+    assert failed.value.fatal
+    assert len(asked) == 1, "no wait brings credit back: not retried"
 
 
 def test_server_rate_limits_are_waited_out_and_the_run_completes(tmp_path: Path) -> None:

@@ -22,7 +22,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
     wait_exponential_jitter,
 )
 
@@ -34,6 +33,7 @@ from pipeline.model.ratelimit import RateGate
 from pipeline.redact import Redactor
 
 MAX_RETRY_AFTER_S = 120.0
+RATE_LIMIT_PATIENCE_S = 600.0  # how long one request keeps coming back after 429s
 _backoff = wait_exponential_jitter(multiplier=0.5, max=20, jitter=0.5)
 
 
@@ -46,9 +46,30 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, openai.APIStatusError):
         return False
-    if exc.response.headers.get("x-should-retry") == "false":
+    if exc.response.headers.get("x-should-retry") == "false" or _out_of_quota(exc):
         return False
     return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+
+
+def _out_of_quota(exc: openai.APIStatusError) -> bool:
+    """A 429 that no wait cures: the account has no credit left (OpenAI's insufficient_quota)."""
+    return exc.status_code == 429 and getattr(exc, "code", None) == "insufficient_quota"
+
+
+class _Patience:
+    """When to stop retrying a request: after `attempts` failures, not counting 429s; a 429 says
+    to come back later, so they are retried, paced, for up to RATE_LIMIT_PATIENCE_S."""
+
+    def __init__(self, attempts: int) -> None:
+        self.attempts = attempts
+        self.failures = 0
+
+    def __call__(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, openai.RateLimitError):
+            return (state.seconds_since_start or 0.0) >= RATE_LIMIT_PATIENCE_S
+        self.failures += 1
+        return self.failures >= self.attempts
 
 
 def retry_after_seconds(exc: BaseException | None) -> float | None:
@@ -122,13 +143,13 @@ class LiveModel:
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_retryable),
             wait=wait_for,
-            stop=stop_after_attempt(self.settings.max_retries + 1),
+            stop=_Patience(self.settings.max_retries + 1),
             reraise=True,
         )
         try:
             body: dict[str, Any] = await retrying(self._paced_post, request.body)
         except openai.APIStatusError as exc:
-            fatal = exc.status_code in (401, 403, 404) or is_retryable(exc)  # retries exhausted
+            fatal = exc.status_code in (401, 403, 404) or _out_of_quota(exc) or is_retryable(exc)
             raise ModelUnavailable(self._status_message(exc), fatal=fatal) from None
         except openai.APIConnectionError as exc:
             raise ModelUnavailable(self._connection_message(exc), fatal=True) from None
@@ -165,6 +186,8 @@ class LiveModel:
         if exc.status_code == 401:
             return (f"{where} rejected the API key (401); set ${self.settings.api_key_env} "
                     "to a valid key")  # fmt: skip
+        if _out_of_quota(exc):
+            return f"{where} answered 429 insufficient_quota: the account has no credit left; add credit"
         if exc.status_code == 403:
             return f"{where} refused access (403); check the key's permissions for this model"
         if exc.status_code == 404:

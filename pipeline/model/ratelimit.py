@@ -2,8 +2,11 @@
 
 * ``rpm`` / ``tpm``: requests and tokens per minute, spread evenly (a request may start once the
   previous one is 60/rpm seconds old, and once the token window has room for its estimate).
-* On a 429 the whole run pauses for the server's Retry-After and slows down: the pace drops to
-  70% and recovers by 2% with every success, so a rate limit never turns into a retry storm.
+* On a 429 the whole run pauses for the server's Retry-After (without one: 1 s, doubling with
+  every 429 in a row, up to a minute) and slows down: the pace drops to 70% and recovers by 2%
+  with every success, so a rate limit never turns into a retry storm. Without --rpm the pace
+  starts at 70% of the rate of the last minute's requests (the server's limit, as met), once
+  there are a few to tell it by.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+
+UNHINTED_PAUSE_S = 1.0  # the pause after a 429 without Retry-After, doubling with each in a row
+MAX_UNHINTED_PAUSE_S = 60.0
 
 
 class RateGate:
@@ -21,8 +27,11 @@ class RateGate:
         self._next_start = 0.0
         self._paused_until = 0.0
         self._tokens: deque[tuple[float, int]] = deque()
+        self._starts: deque[float] = deque()  # request starts of the last minute
+        self._first_start = 0.0
         self._lock = asyncio.Lock()
         self.throttled = 0  # how many 429s slowed the run
+        self._in_a_row = 0  # 429s since the last success
 
     async def acquire(self, tokens: int = 0) -> None:
         """Wait until a request of `tokens` (estimated) may start."""
@@ -37,6 +46,11 @@ class RateGate:
                 self._next_start = max(now, self._next_start) + 60.0 / (self.rpm * self.factor)
             if self.tpm and tokens:
                 self._tokens.append((now, tokens))
+            if not self._starts and self._first_start == 0.0:
+                self._first_start = now
+            self._starts.append(now)
+            while self._starts and now - self._starts[0] >= 60.0:
+                self._starts.popleft()
 
     def _wait_needed(self, now: float, tokens: int) -> float:
         wait = max(0.0, self._paused_until - now)
@@ -52,11 +66,22 @@ class RateGate:
         return wait
 
     def throttle(self, retry_after: float | None) -> None:
-        """A 429: pause everyone for the server's hint, and slow the pace."""
+        """A 429: pause everyone for the server's hint (or a pause doubling with each 429 in a
+        row), and slow the pace; without --rpm, pace the run from here on."""
         self.throttled += 1
-        pause = retry_after if retry_after is not None else 1.0
+        self._in_a_row += 1
+        unhinted = min(MAX_UNHINTED_PAUSE_S, UNHINTED_PAUSE_S * 2.0 ** (self._in_a_row - 1))
+        pause = retry_after if retry_after is not None else unhinted
         self._paused_until = max(self._paused_until, time.monotonic() + pause)
+        if self.rpm is None and len(self._starts) >= 5:  # enough to tell the rate the server refused
+            self.rpm, self.factor = self._recent_rpm(), 1.0  # from here on, at most that rate
         self.factor = max(0.1, self.factor * 0.7)
 
+    def _recent_rpm(self) -> int:
+        """Requests per minute over the last minute (or since the first request, if sooner)."""
+        span = min(60.0, max(1.0, time.monotonic() - self._first_start))
+        return max(1, round(len(self._starts) * 60.0 / span))
+
     def succeeded(self) -> None:
+        self._in_a_row = 0
         self.factor = min(1.0, self.factor * 1.02)
