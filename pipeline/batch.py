@@ -23,10 +23,12 @@ import openai
 from pipeline.config import Settings
 from pipeline.emit.write import atomic_write_text
 from pipeline.errors import ConfigError, ModelUnavailable
+from pipeline.events import EventLog
 from pipeline.ingest import InputFailure, Limits, discover, load_file
 from pipeline.ingest.article import Article
 from pipeline.model.base import CallKey, ChatModel, ModelRequest
 from pipeline.model.cache import JournaledModel
+from pipeline.model.replay import request_sha256
 from pipeline.prompts import PromptBook
 from pipeline.redact import Redactor
 from pipeline.report import RunReport
@@ -67,19 +69,26 @@ async def run_batch(
     run_id = new_run_id()
     runner = Runner(settings, chat, book, progress, journal)
 
-    async def submit_and_collect() -> None:  # runs inside the output folder's lock
-        requests = {custom_id(r): r for r in _pending_requests(runner, book, journal, paths, options)}
+    async def submit_and_collect(events: EventLog) -> None:  # runs inside the output folder's lock
         state_path = options.out / STATE
         state = _read_state(state_path)
         if state is not None and not await _known(client, state):
-            progress.note(f"warning: the endpoint does not know the saved batch {state['batch_id']} (expired,"
-                          " or made at another endpoint): the pending requests are sent again")  # fmt: skip
+            warn(progress, events, "batch_unknown", batch_id=state["batch_id"],
+                 message=f"the endpoint does not know the saved batch {state['batch_id']} (expired, or made "
+                         "at another endpoint): the pending requests are sent again")  # fmt: skip
             state_path.unlink(missing_ok=True)
             state = None
+        # --force drops the journal of the articles to redo now, once: the answers the batch brings
+        # back are then this run's, and the runner, told so, keeps them
+        forget = options.force and state is None
+        pending = _pending_requests(runner, book, journal, paths, options, forget)
+        requests = {custom_id(r): r for r in pending}
+        options.journal_is_fresh = True
         if state is None and requests:
             state = await _submit(client, settings, requests, state_path, progress)
+            events.emit("batch_submitted", batch_id=state["batch_id"], requests=len(requests))
         if state is not None:
-            await _collect(client, settings, state, requests, journal, progress, redactor)
+            await _collect(client, settings, state, requests, journal, progress, redactor, events)
             state_path.unlink(missing_ok=True)
 
     redactor = Redactor([api_key])  # the key from the configured variable, whatever its name
@@ -94,9 +103,15 @@ async def run_batch(
 
 
 def _pending_requests(
-    runner: Runner, book: PromptBook, journal: JournaledModel, paths: Iterable[Path], options: RunOptions
+    runner: Runner,
+    book: PromptBook,
+    journal: JournaledModel,
+    paths: Iterable[Path],
+    options: RunOptions,
+    forget: bool = False,
 ) -> list[ModelRequest]:
-    """The first request of each call of each article that is neither done nor journaled."""
+    """The first request of each call of each article that is neither done nor journaled (with
+    `forget`, for --force, each such article's journal is dropped first)."""  # fmt: skip
     limits = Limits(runner.settings.max_input_bytes, runner.settings.max_input_tokens)
     seen: set[str] = set()
     requests: list[ModelRequest] = []
@@ -110,6 +125,8 @@ def _pending_requests(
                 continue
             if not options.force and runner.is_done(article, options.out):
                 continue
+            if forget:
+                journal.forget(article.id)
             for call in LANGS:
                 body = book.request_body(
                     call, book.messages(article, call), runner.settings.max_output_tokens
@@ -135,7 +152,8 @@ async def _submit(
         completion_window=settings.batch_completion_window,  # type: ignore[arg-type]
         metadata={"tool": "newsdesk"},
     )
-    state = {"batch_id": batch.id, "input_file_id": uploaded.id, "requests": len(requests)}
+    sent = {key: request_sha256(request.body) for key, request in requests.items()}
+    state = {"batch_id": batch.id, "input_file_id": uploaded.id, "requests": len(requests), "sent": sent}
     atomic_write_text(state_path, json.dumps(state) + "\n")  # saved before anything else can fail
     progress.note(f"batch {batch.id} submitted with {len(requests)} request(s)")
     return state
@@ -149,44 +167,71 @@ async def _collect(
     journal: JournaledModel,
     progress: Progress,
     redactor: Redactor,
+    events: EventLog,
 ) -> None:
     batch = await client.batches.retrieve(state["batch_id"])
     while batch.status not in TERMINAL:
         await asyncio.sleep(settings.batch_poll_s)
         batch = await client.batches.retrieve(batch.id)
     progress.note(f"batch {batch.id} {batch.status}")
-    if not batch.output_file_id:
-        return
-    content = await client.files.content(batch.output_file_id)
-    answered = 0
-    for raw in content.text.splitlines():
-        if _journal_line(raw, requests, journal, redactor):
-            answered += 1
+    text = ""
+    if batch.output_file_id:
+        try:
+            text = (await client.files.content(batch.output_file_id)).text
+        except openai.NotFoundError:  # deleted, or expired: the calls go through live requests
+            warn(progress, events, "batch_output_missing", batch_id=batch.id,
+                 message=f"the output file of batch {batch.id} is gone (404): its calls go through "
+                         "live requests")  # fmt: skip
+    sent: dict[str, str] = state.get("sent") or {}
+    answered = changed = 0
+    for raw in text.splitlines():
+        verdict = _journal_line(raw, requests, sent, journal, redactor)
+        answered += verdict == "journaled"
+        changed += verdict == "changed"
+    if changed:
+        warn(progress, events, "batch_answers_outdated", batch_id=batch.id, answers=changed,
+             message=f"{changed} answer(s) of batch {batch.id} were to requests that have changed since "
+                     "(the model, prompts or settings): they are asked again live")  # fmt: skip
+    events.emit("batch_finished", batch_id=batch.id, status=batch.status, collected=answered,
+                requests=len(requests), errors=_batch_errors(batch))  # fmt: skip
     progress.note(f"batch {batch.id}: {answered} answer(s) collected; the rest go through live requests")
 
 
+def _batch_errors(batch: Any) -> list[str]:
+    """The reasons a batch gives for failing as a whole (a failed batch says why here)."""
+    errors = getattr(getattr(batch, "errors", None), "data", None) or []
+    return [str(getattr(e, "message", e))[:300] for e in errors][:5]
+
+
+def warn(progress: Progress, events: EventLog, event: str, message: str, **fields: Any) -> None:
+    progress.note(f"warning: {message}")
+    events.emit(event, message=message, **fields)
+
+
 def _journal_line(
-    raw: str, requests: dict[str, ModelRequest], journal: JournaledModel, redactor: Redactor
-) -> bool:
-    """Journal one line of a batch's output file; False when it holds no usable answer (its call
-    then goes through a live request). The file comes from the provider: any line may be junk."""
+    raw: str, requests: dict[str, ModelRequest], sent: dict[str, str], journal: JournaledModel,
+    redactor: Redactor,
+) -> str:  # fmt: skip
+    """Journal one line of a batch's output file: "journaled", "changed" when the request it
+    answers is no longer the one this run would send, or "unusable" (its call then goes through a
+    live request). The file comes from the provider: any line may be junk."""
     try:
         line = json.loads(raw)
     except (ValueError, RecursionError):
-        return False
+        return "unusable"
     if not isinstance(line, dict):
-        return False
-    request = requests.get(str(line.get("custom_id")))
+        return "unusable"
+    key = str(line.get("custom_id"))
+    request = requests.get(key)
     response = line.get("response")
     if request is None or line.get("error") or not isinstance(response, dict):
-        return False
-    if response.get("status_code") != 200:
-        return False
-    body = response.get("body")
-    if not isinstance(body, dict):
-        return False
-    journal.save(request, redactor.scrub_json(body), batch=True)
-    return True
+        return "unusable"
+    if response.get("status_code") != 200 or not isinstance(response.get("body"), dict):
+        return "unusable"
+    if key in sent and sent[key] != request_sha256(request.body):
+        return "changed"
+    journal.save(request, redactor.scrub_json(response["body"]), batch=True)
+    return "journaled"
 
 
 async def _known(client: openai.AsyncOpenAI, state: dict[str, Any]) -> bool:

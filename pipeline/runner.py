@@ -62,6 +62,7 @@ class RunOptions:
     mode: RunMode = "live"
     force: bool = False
     shard: tuple[int, int] | None = None  # (k, n): this job takes the k-th of n shares, 1-based
+    journal_is_fresh: bool = False  # the journal holds this run's answers (the Batch API's): --force keeps it
 
 
 def new_run_id() -> str:
@@ -136,6 +137,7 @@ class Runner:
         self.site = SiteInfo(settings.site_name, settings.site_name_zh, settings.site_url)
         self._index: IndexSpool | None = None  # during a run: the entries of the articles it wrote
         self._force = False  # during a run: --force
+        self._forget_on_force = True  # and with it, the article's journaled answers are dropped
         self._outputs_by_content: dict[str, str] | None = None  # content hash -> article id, when needed
         self.limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
         self.halted: str | None = None
@@ -146,7 +148,7 @@ class Runner:
         paths: Iterable[str | Path],
         options: RunOptions,
         run_id: str | None = None,
-        before: Callable[[], Awaitable[None]] | None = None,
+        before: Callable[[EventLog], Awaitable[None]] | None = None,
     ) -> RunReport:
         """Process every input; `before` runs first, inside the lock (the Batch API step)."""
         run_id = run_id or new_run_id()
@@ -160,9 +162,12 @@ class Runner:
                     message = f"took over the lock of a run that is no longer running ({holder})"
                     self.progress.note(f"warning: {message}")
                     events.emit("lock_taken_over", previous=lock.took_over)
+                if self.journal is not None:
+                    self.journal.run_id = run_id  # answers a batch collects now are this run's to pay
+                started = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
                 if before is not None:
-                    await before()
-                return await self._run(paths, options, run_id, events)
+                    await before(events)
+                return await self._run(paths, options, run_id, events, started)
             except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C, SIGTERM: the log says so
                 events.emit("run_interrupted", run_id=run_id)
                 raise
@@ -170,13 +175,15 @@ class Runner:
                 events.close()
 
     async def _run(
-        self, paths: Iterable[str | Path], options: RunOptions, run_id: str, events: EventLog
-    ) -> RunReport:
-        started = time.monotonic()
+        self, paths: Iterable[str | Path], options: RunOptions, run_id: str, events: EventLog,
+        since: tuple[float, str],
+    ) -> RunReport:  # fmt: skip
+        started, started_at = since  # before the Batch API step, if any: the run's whole time
         report = RunReport(run_id=run_id, mode=options.mode, model=self.settings.model,
                            prompt_version=self.book.version, budget_usd=self.settings.budget_usd,
-                           started_at=datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
+                           started_at=started_at)  # fmt: skip
         self._force = options.force
+        self._forget_on_force = not options.journal_is_fresh
         self._outputs_by_content = None
         inputs = list(discover(paths, exclude=options.out))
         total = _count(inputs)
@@ -407,7 +414,7 @@ class Runner:
             return ArticleEntry(id=article.id, source=article.input_path, status="failed", error=error)
 
     async def _analyze_and_write(self, article: Article, out: Path) -> ArticleEntry:
-        if self.journal is not None and self._force:  # redone from scratch, not from journaled answers
+        if self.journal is not None and self._force and self._forget_on_force:  # redone from scratch
             self.journal.forget(article.id)
         outcome = await self.analyzer.analyze(article)
         entry = self._entry(article, outcome)

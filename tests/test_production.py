@@ -42,7 +42,7 @@ from pipeline.model.base import CallKey, ModelReply, ModelRequest
 from pipeline.model.cache import JOURNAL_DIR, JournaledModel
 from pipeline.model.live import LiveModel
 from pipeline.model.ratelimit import RateGate
-from pipeline.model.replay import ReplayModel
+from pipeline.model.replay import ReplayModel, request_sha256
 from pipeline.prompts import PromptBook
 from pipeline.runner import Runner, RunOptions
 from pipeline.schema import Analysis, ModelPart
@@ -1023,6 +1023,100 @@ def test_junk_lines_in_a_batch_output_file_go_through_live_requests(
     assert result.returncode == 0, result.stderr
     assert report_of(out)["counts"]["ok"] == 13
     assert len(live) == 5, "each junk line costs one live request; the other answers are used"
+
+
+def batch_run(
+    out: Path, server: FakeOpenAIServer, config: Path, *flags: str
+) -> subprocess.CompletedProcess[str]:
+    return newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url, "--batch-api",
+                    "--config", str(config), *flags)  # fmt: skip
+
+
+def test_a_batch_answer_is_paid_by_the_run_that_collected_it_only(tmp_path: Path) -> None:
+    """A later run that finishes the article replays the answer from the journal: paid before."""
+    journal = JournaledModel(ReplayModel(RECORDINGS), tmp_path / JOURNAL_DIR)
+    body = {"model": "gpt-4.1-mini", "messages": [{"role": "user", "content": "hello"}]}
+    request = ModelRequest(CallKey("a-1", "en", 0), body, "v1")
+    message = {"role": "assistant", "content": "{}"}
+    answer = {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}  # fmt: skip
+    journal.run_id = "run-1"
+    journal.save(request, answer, batch=True)
+    collected = asyncio.run(journal.complete(request))
+    assert collected.batch and not collected.journaled, "paid by run-1, at the batch price"
+    journal.run_id = "run-2"
+    replayed = asyncio.run(journal.complete(request))
+    assert replayed.journaled and not replayed.batch, "run-2 paid nothing for it"
+
+
+def test_force_with_the_batch_api_pays_each_call_once(
+    server: FakeOpenAIServer, batch_config: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    assert batch_run(out, server, batch_config).returncode == 0
+    first = report_of(out)
+    result = batch_run(out, server, batch_config, "--force")
+    assert result.returncode == 0, result.stderr
+    assert len(posts(server, "/v1/batches")) == 2 and chats(server) == [], "redone by one more batch"
+    again = report_of(out)
+    assert again["counts"]["ok"] == 13
+    assert again["cost_usd"] == pytest.approx(first["cost_usd"]), "paid once, at the batch price"
+
+
+class LosesOutputFiles(FakeOpenAIServer):
+    """A provider whose batch output files are gone (deleted, expired) when asked for."""
+
+    def _store_file(self, filename: str, purpose: str, data: bytes) -> Any:
+        stored = super()._store_file(filename, purpose, data)
+        if filename.endswith("_output.jsonl"):
+            with self._lock:
+                del self._files[stored.id]
+        return stored
+
+
+def test_a_batch_whose_output_file_is_gone_goes_live_and_is_forgotten(
+    batch_config: Path, tmp_path: Path
+) -> None:
+    """Else every later run would stop on the same 404."""
+    out = tmp_path / "out"
+    with LosesOutputFiles(RECORDINGS, api_key=API_KEY) as provider:
+        result = batch_run(out, provider, batch_config)
+        live = chats(provider)
+    assert result.returncode == 0, result.stderr
+    assert "is gone (404): its calls go through live requests" in result.stderr
+    assert report_of(out)["counts"]["ok"] == 13 and len(live) == 26
+    assert not (out / STATE).exists()
+    [log] = (out / "logs").glob("*.jsonl")
+    events = [json.loads(line)["event"] for line in log.read_text(encoding="utf-8").splitlines()]
+    assert events[:3] == ["batch_submitted", "batch_output_missing", "batch_finished"]
+
+
+def test_answers_of_a_resumed_batch_to_requests_that_changed_are_asked_again(
+    server: FakeOpenAIServer, batch_config: Path, tmp_path: Path
+) -> None:
+    """A batch submitted for one model, resumed by a run for another: its answers are not this
+    run's, so they are not published as such."""
+    out = tmp_path / "out"
+    submitted = batch_run(out, server, batch_config, "--model", "gpt-4.1-mini", "--dry-run")
+    assert submitted.returncode == 0
+    settings = resolve_settings({"base_url": server.base_url, "model": "gpt-4.1-mini"}, batch_config)
+    book = PromptBook(settings)
+    journal = JournaledModel(ReplayModel(RECORDINGS), out / JOURNAL_DIR)
+    runner = Runner(settings, journal, book, PlainProgress(io.StringIO()), journal)
+    requests = _pending_requests(runner, book, journal, [ARTICLES], RunOptions(out=out))
+    data = ("\n".join(batch_line(r) for r in requests) + "\n").encode()
+    with openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0) as client:
+        uploaded = client.files.create(file=("crashed.jsonl", data), purpose="batch")
+        batch = client.batches.create(input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h")
+    sent = {f"{r.key.article_id}:{r.key.call}:0": request_sha256(r.body) for r in requests}
+    (out / STATE).parent.mkdir(parents=True, exist_ok=True)
+    (out / STATE).write_text(json.dumps({"batch_id": batch.id, "sent": sent}) + "\n", encoding="utf-8")
+
+    result = batch_run(out, server, batch_config, "--model", "gpt-4.1")
+    assert result.returncode == 0, result.stderr
+    assert "26 answer(s) of batch" in result.stderr and "changed since" in result.stderr
+    assert len(chats(server)) == 26, "every call asked again, for the model of this run"
+    assert {json.loads(r.raw)["model"] for r in chats(server)} == {"gpt-4.1"}
 
 
 def test_a_batch_run_on_a_locked_folder_exits_3_before_paying_for_a_batch(

@@ -26,6 +26,7 @@ class JournaledModel:
     def __init__(self, inner: ChatModel, folder: Path) -> None:
         self.inner = inner
         self.folder = folder
+        self.run_id: str | None = None  # the run under way: a batch answer it collects is paid by it
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         path = recording_path(self.folder, request)
@@ -38,6 +39,8 @@ class JournaledModel:
 
     def save(self, request: ModelRequest, response: dict[str, Any], *, batch: bool = False) -> None:
         document = {**recording_document(request, response), "batch": batch}
+        if batch:
+            document["batch_run"] = self.run_id
         atomic_write_text(
             recording_path(self.folder, request), json.dumps(document, ensure_ascii=False) + "\n"
         )
@@ -55,8 +58,8 @@ class JournaledModel:
         if not isinstance(document.get("response"), dict):  # torn by hand: the call is made again
             return None
         reply = reply_from_body(document["response"])
-        if document.get("batch"):  # collected from this run's batch: paid now, at the batch price
-            return replace(reply, batch=True)
+        if document.get("batch") and document.get("batch_run") == self.run_id:
+            return replace(reply, batch=True)  # collected by this run's batch: paid now, at the batch price
         return replace(reply, journaled=True)
 
     def forget(self, article_id: str, calls: list[str] | None = None) -> None:
