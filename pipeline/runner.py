@@ -208,10 +208,15 @@ class Runner:
 
         processes = check_processes(self.settings.check_processes, total)
         self.analyzer.workers = new_workers(check_context(self.book), processes)
+        interrupted: BaseException | None = None
         try:
             with IndexSpool(self.site) as self._index:
                 with spool_path.open("w", encoding="utf-8") as spool:
-                    await self._process_all(self._load(inputs), options, budget, record, events)
+                    try:
+                        await self._process_all(self._load(inputs), options, budget, record, events)
+                    except (asyncio.CancelledError, KeyboardInterrupt) as exc:  # Ctrl-C, SIGTERM
+                        interrupted = exc  # what finished is still reported and indexed, then it stops
+                        self.halted = "interrupted (Ctrl-C or SIGTERM): run again to do the rest"
                 self._finish(report, options, started, spool_path, events, self._index)
         except OSError as exc:
             reason = exc.strerror or str(exc)
@@ -223,7 +228,9 @@ class Runner:
             spool_path.unlink(missing_ok=True)
         if len(kept) == sum(report.counts.values()):
             report.articles = kept  # small runs keep their entries in memory for the caller too
-        self.progress.finish(report)
+        self.progress.finish(report)  # the progress bar stops (and gives the terminal its cursor back)
+        if interrupted is not None:
+            raise interrupted
         return report
 
     def _finish(

@@ -25,13 +25,14 @@ from typing import Any
 
 import openai
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from pipeline import runner as runner_module
 from pipeline.batch import ENDPOINT, STATE, _pending_requests, batch_line
 from pipeline.cli import app
 from pipeline.config import Settings, resolve_settings
-from pipeline.console import PlainProgress
+from pipeline.console import PlainProgress, RichProgress
 from pipeline.errors import ModelUnavailable
 from pipeline.ingest import load_articles
 from pipeline.ingest.article import Article
@@ -320,6 +321,9 @@ def test_ctrl_c_stops_the_run_with_one_line_and_the_rerun_finishes_it(tmp_path: 
     [log] = (out / "logs").glob("*.jsonl")
     assert json.loads(log.read_text(encoding="utf-8").splitlines()[-1])["event"] == "run_interrupted"
     assert list((out / "runs").glob(".*")) == [], "no spool file is left behind"
+    report = report_of(out)  # what it did is reported, and the index lists what it finished
+    assert report["counts"]["ok"] == 3 and report["halted"].startswith("interrupted")
+    assert (out / "index.html").read_text(encoding="utf-8").count('class="entry"') == 3
 
     with FakeOpenAIServer(RECORDINGS, api_key=API_KEY) as healthy:
         rerun = newsdesk(*args, "--base-url", healthy.base_url)
@@ -350,7 +354,8 @@ def test_an_interrupted_run_stops_its_articles_before_closing_what_they_write_to
     settings = Settings(concurrency=2, check_processes=1)
     book = PromptBook(settings)
     monkeypatch.setattr(runner_module, "new_workers", lambda context, processes: HeldWorkers(context))
-    runner = Runner(settings, ReplayModel(RECORDINGS), book, PlainProgress(io.StringIO()))
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=100)
+    runner = Runner(settings, ReplayModel(RECORDINGS), book, RichProgress(terminal))
 
     async def interrupt() -> None:
         run = asyncio.create_task(runner.run([ARTICLES], RunOptions(out=out, mode="replay")))
@@ -364,6 +369,8 @@ def test_an_interrupted_run_stops_its_articles_before_closing_what_they_write_to
     assert len(in_checks) == 2
     assert pending_at_close == [], "no article was still running when the run closed its files"
     assert list(out.rglob("*.tmp")) == [] and list((out / "runs").glob(".*")) == []
+    screen = terminal.file.getvalue()  # type: ignore[attr-defined]
+    assert screen.count("\x1b[?25l") == 1 and screen.count("\x1b[?25h") == 1, "the cursor is shown again"
 
 
 def test_a_dry_run_estimates_every_request_and_names_each_unreadable_input(tmp_path: Path) -> None:
