@@ -29,7 +29,7 @@ from pipeline.cost import cost_usd
 from pipeline.emit.index import IndexSpool, write_index
 from pipeline.emit.output import article_dir, is_article_id, read_analysis
 from pipeline.emit.render import SiteInfo
-from pipeline.emit.write import atomic_write_chunks
+from pipeline.emit.write import atomic_write_chunks, remove_temporaries
 from pipeline.errors import ConfigError, OutputError, debugging
 from pipeline.events import EventLog
 from pipeline.ingest import InputFailure, Limits, check_out_apart, discover, load_file, path_label
@@ -196,6 +196,8 @@ class Runner:
         spool_path.parent.mkdir(parents=True, exist_ok=True)
         for left in spool_path.parent.glob(".*.entries.jsonl"):  # of runs killed (-9) before they ended
             left.unlink(missing_ok=True)  # we hold the lock: no other run is writing one
+        remove_temporaries(options.out, ("index.html", "feed.xml", "run-report.json"))
+        remove_temporaries(options.out / "runs", ("*.json",))
         kept: list[ArticleEntry] = []
 
         def record(entry: ArticleEntry) -> None:

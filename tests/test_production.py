@@ -291,6 +291,24 @@ def test_kill_9_leaves_no_torn_file_and_the_rerun_pays_only_for_what_is_missing(
     assert list((out / "runs").glob(".*")) == [], "the killed run's spool file is gone too"
 
 
+def test_temporary_files_a_killed_run_left_are_removed_by_the_next(tmp_path: Path) -> None:
+    """kill -9 mid-write leaves a hidden temporary file; the rerun that redoes the work removes it."""
+    out = tmp_path / "out"
+    replayed = ["run", str(ARTICLES / "zh-rrr-cut.txt"), "--out", str(out), "--replay", str(RECORDINGS)]
+    assert CliRunner().invoke(app, replayed).exit_code == 0
+    [folder] = (out / "articles").iterdir()
+    (folder / "analysis.json").unlink()  # killed before its analysis.json: the article is redone
+    left = [folder / ".article.html.li5e57wm.tmp", out / ".index.html.x1y2z3a4.tmp",
+            out / "runs" / ".20261129T000000Z-abcdef.json.q9w8e7r6.tmp"]  # fmt: skip
+    for path in left:
+        path.write_text("half a page", encoding="utf-8")
+    kept = out / ".someone-elses.tmp"
+    kept.write_text("not ours", encoding="utf-8")
+    assert CliRunner().invoke(app, replayed).exit_code == 0
+    assert [p for p in left if p.exists()] == [] and kept.exists()
+    assert (folder / "analysis.json").is_file()
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_the_run_with_one_line_and_the_rerun_finishes_it(tmp_path: Path, stop: int) -> None:
     """Ctrl-C, or SIGTERM from `systemctl stop` or a scheduler's timeout."""

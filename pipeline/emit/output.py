@@ -18,7 +18,7 @@ from pipeline.emit.render import (
     render_article_html,
     render_article_markdown,
 )
-from pipeline.emit.write import atomic_write_text
+from pipeline.emit.write import atomic_write_text, remove_temporaries
 from pipeline.schema import Analysis
 
 ARTICLE_FILES = ("article.html", "article.md", "analysis.json")
@@ -53,6 +53,7 @@ def publish_article(out: Path, analysis: Analysis, site: SiteInfo) -> WrittenArt
     render its index and feed entries while the analysis is at hand (a run does this in its worker
     processes, and the index at the end of the run need not read the analysis again)."""
     folder = article_dir(out, analysis.article.id)
+    remove_temporaries(folder, ARTICLE_FILES)  # of a write killed mid-way: the article is redone now
     atomic_write_text(folder / "article.html", render_article_html(analysis, site))
     atomic_write_text(folder / "article.md", render_article_markdown(analysis))
     atomic_write_text(folder / "analysis.json", render_analysis_json(analysis))

@@ -43,3 +43,12 @@ def atomic_write_chunks(path: Path, chunks: Iterable[str]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_temporaries(folder: Path, names: Iterable[str] = ("*",)) -> None:
+    """Delete the temporary files a killed process left in `folder` mid-write (``kill -9``, a power
+    cut) for the files `names` (glob patterns); only the holder of the output folder's lock may."""
+    for name in names:
+        for leftover in folder.glob(f".{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+
