@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -81,6 +82,20 @@ class Settings(BaseModel):
     def _absolute_http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"https?://[^\s/]+", value):
             raise ValueError("site_url must be an absolute http(s) URL")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 -- raises on a port out of range or not a number
+        except ValueError:
+            raise ValueError(f"{value!r} has no valid port (1-65535)") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL, such as http://localhost:8000/v1")
         return value
 
     @model_validator(mode="after")

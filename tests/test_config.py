@@ -350,3 +350,17 @@ def test_a_bad_value_names_the_layer_it_came_from(tmp_path: Path, layer: str) ->
     )
     if layer == "environment":
         assert "budget_usd: " in str(caught.value) and "(from $NEWSDESK_BUDGET_USD)" in str(caught.value)
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("http://127.0.0.1:186210/v1", "has no valid port (1-65535)"),
+    ("http://localhost:port/v1", "has no valid port (1-65535)"),
+    ("localhost:8000/v1", "is not an http(s) URL"),
+    ("ftp://example.com/v1", "is not an http(s) URL"),
+])  # fmt: skip
+def test_a_base_url_that_cannot_be_reached_is_a_configuration_error(url: str, reason: str) -> None:
+    """Not an internal error on every article: one line naming the setting, before anything runs."""
+    with pytest.raises(ConfigError) as caught:
+        resolve_settings({"base_url": url}, None, {})
+    assert reason in str(caught.value) and "(from --base-url)" in str(caught.value)
+    assert resolve_settings({"base_url": "http://localhost:8000/v1"}, None, {}).base_url is not None

@@ -51,4 +51,3 @@ def remove_temporaries(folder: Path, names: Iterable[str] = ("*",)) -> None:
     for name in names:
         for leftover in folder.glob(f".{name}.*.tmp"):
             leftover.unlink(missing_ok=True)
-
