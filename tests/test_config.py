@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pipeline.config import Settings, load_config_file, resolve_settings
+from pipeline.cost import Price
 from pipeline.errors import ConfigError
 from pipeline.prompts import PromptBook
 from tests.conftest import ARTICLES, ROOT
@@ -237,11 +238,15 @@ def test_the_example_config_loads() -> None:
     assert set(data) <= set(Settings.model_fields)
     settings = resolve_settings({}, EXAMPLE, {})
     for key, value in data.items():
-        assert getattr(settings, key) == value, key
+        expected = {m: Price(**p) for m, p in value.items()} if key == "prices" else value
+        assert getattr(settings, key) == expected, key
 
 
-def test_the_example_config_shows_the_defaults() -> None:
-    assert resolve_settings({}, EXAMPLE, {}) == Settings()
+def test_the_example_config_shows_the_defaults_and_prices_the_default_model() -> None:
+    """Copied as newsdesk.toml, it runs the deploy/ jobs, whose --budget-usd needs a price."""
+    example = resolve_settings({}, EXAMPLE, {})
+    assert example.model_copy(update={"prices": {}}) == Settings()
+    assert example.price() == Price(input=0.40, cached_input=0.10, output=1.60)
 
 
 def test_every_setting_is_documented_in_the_example() -> None:

@@ -1185,7 +1185,8 @@ def test_the_cron_line_runs_the_nightly_job_on_a_fresh_install(tmp_path: Path) -
     (tmp_path / "secrets.env").write_text(f"OPENAI_API_KEY={API_KEY}\n")  # KEY=value, as systemd reads it
     shutil.copytree(ARTICLES, tmp_path / "inbox", ignore=shutil.ignore_patterns("[!z]*"))  # the five zh-*
     with FakeOpenAIServer(RECORDINGS, api_key=API_KEY) as server:
-        (tmp_path / "newsdesk.toml").write_text(f'base_url = "{server.base_url}"\n' + PRICES)
+        example = (ROOT / "newsdesk.example.toml").read_text(encoding="utf-8")  # copied, as the cron says
+        (tmp_path / "newsdesk.toml").write_text(f'base_url = "{server.base_url}"\n' + example)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NEWSDESK_"))}
         result = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=120)
     log = (tmp_path / "logs" / "cron.log").read_text(encoding="utf-8")
