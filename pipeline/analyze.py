@@ -59,6 +59,7 @@ class Conversation:
     parse_findings: list[Finding] = field(default_factory=list)
     stale: bool = False
     spoiled: bool = False  # its answer was refused, filtered, cut off or rejected: not one to keep
+    usage_estimated: bool = False  # a reply came without usage: its tokens are estimates
 
 
 @dataclass
@@ -75,6 +76,7 @@ class ArticleOutcome:
     paid_batch: Usage = field(default_factory=Usage)  # ... and at the Batch API price
     fatal: bool = False  # the endpoint failed in a way every other article would share
     spoiled_calls: list[str] = field(default_factory=list)  # whose journaled answers a retry must not reuse
+    usage_estimated: bool = False  # some reply reported no usage: the tokens (and cost) are estimates
 
 
 class Analyzer:
@@ -122,7 +124,7 @@ class Analyzer:
         spoiled: list[str] = [t.call for t in talks.values() if t.spoiled]
         return ArticleOutcome(None, _total(talks), calls, findings, stale, error=error,
                               paid=_total(talks, "paid"), paid_batch=_total(talks, "paid_batch"),
-                              spoiled_calls=spoiled)  # fmt: skip
+                              spoiled_calls=spoiled, usage_estimated=_estimated(talks))  # fmt: skip
 
     async def _ask(self, article: Article, talk: Conversation) -> None:
         while True:
@@ -136,6 +138,7 @@ class Analyzer:
             elif not reply.journaled:
                 talk.paid = talk.paid + reply.usage
             talk.stale = talk.stale or reply.stale
+            talk.usage_estimated = talk.usage_estimated or reply.usage_estimated
             if reply.refusal:
                 talk.spoiled = True
                 raise ReplyRefused(f"the model refused the {talk.call} call: {reply.refusal[:200]}")
@@ -223,7 +226,8 @@ class Analyzer:
         )  # fmt: skip
         stale = any(t.stale for t in talks.values())
         return ArticleOutcome(analysis, usage, calls, findings, stale,
-                              paid=_total(talks, "paid"), paid_batch=_total(talks, "paid_batch"))  # fmt: skip
+                              paid=_total(talks, "paid"), paid_batch=_total(talks, "paid_batch"),
+                              usage_estimated=_estimated(talks))  # fmt: skip
 
 
 def _total(talks: dict[Lang, Conversation], which: str = "usage") -> Usage:
@@ -231,3 +235,7 @@ def _total(talks: dict[Lang, Conversation], which: str = "usage") -> Usage:
     for talk in talks.values():
         total = total + getattr(talk, which)
     return total
+
+
+def _estimated(talks: dict[Lang, Conversation]) -> bool:
+    return any(t.usage_estimated for t in talks.values())

@@ -448,6 +448,8 @@ class Runner:
         notes = list(article.notes)
         if outcome.stale:
             notes.append("stale: replayed from recordings of other requests (the prompts changed)")
+        if outcome.usage_estimated:
+            notes.append("tokens estimated: the endpoint reported no usage for some call")
         price = self.settings.price()
         cost = None
         if price is not None:

@@ -869,6 +869,27 @@ def test_a_429_for_an_exhausted_quota_is_not_retried_and_stops_the_run(no_waits:
     assert len(asked) == 1, "no wait brings credit back: not retried"
 
 
+def test_replies_without_usage_are_estimated_so_cost_and_budget_still_count(tmp_path: Path) -> None:
+    """Some compatible servers leave `usage` out: a cost of $0 would switch --budget-usd off."""
+    answer = answer_from_recordings()
+
+    def no_usage(body: dict[str, Any]) -> Reply:
+        reply = answer(body)
+        assert isinstance(reply.body, dict)
+        return Reply(body={k: v for k, v in reply.body.items() if k != "usage"})
+
+    out = tmp_path / "out"
+    config = write_config(tmp_path, PRICES)
+    with FakeOpenAIServer(script=no_usage, api_key=API_KEY) as server:
+        result = newsdesk("run", str(ARTICLES / "zh-rrr-cut.txt"), "--out", str(out), "--base-url",
+                          server.base_url, "--config", str(config))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [entry] = report_of(out)["articles"]
+    assert entry["usage"]["prompt_tokens"] > 1000 and entry["usage"]["completion_tokens"] > 1000
+    assert entry["cost_usd"] > 0
+    assert "tokens estimated: the endpoint reported no usage for some call" in entry["notes"]
+
+
 def test_server_rate_limits_are_waited_out_and_the_run_completes(tmp_path: Path) -> None:
     plan = FaultPlan(queue=["429"], retry_after=None, retry_after_ms=300)
     article = ARTICLES / "zh-rrr-cut.txt"

@@ -43,6 +43,7 @@ class ModelReply:
     stale: bool = False
     journaled: bool = False  # answered from the call journal: paid for by an earlier run
     batch: bool = False  # answered by the Batch API (half price)
+    usage_estimated: bool = False  # the endpoint reported no usage: the tokens are estimated
 
 
 class ChatModel(Protocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -31,6 +32,7 @@ from pipeline.ingest.article import estimate_tokens
 from pipeline.model.base import ModelReply, ModelRequest, reply_from_body
 from pipeline.model.ratelimit import RateGate
 from pipeline.redact import Redactor
+from pipeline.schema import Usage
 
 MAX_RETRY_AFTER_S = 120.0
 RATE_LIMIT_PATIENCE_S = 600.0  # how long one request keeps coming back after 429s
@@ -103,6 +105,13 @@ def _seconds_until(http_date: str) -> float:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def _estimated_usage(body: dict[str, Any], reply: ModelReply) -> Usage:
+    """The tokens of a call whose reply reports none, estimated from the text (so that costs and
+    --budget-usd still count it)."""
+    prompt = estimate_tokens(json.dumps(body.get("messages", []), ensure_ascii=False))
+    return Usage(prompt_tokens=prompt, completion_tokens=estimate_tokens(reply.content or ""))
+
+
 def wait_for(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
     hinted = retry_after_seconds(exc)
@@ -158,7 +167,10 @@ class LiveModel:
                 f"the endpoint's reply is not a chat completion ({exc}); check --base-url"
             )
             raise ModelUnavailable(message, fatal=True) from None
-        return reply_from_body(self.redactor.scrub_json(body))
+        reply = reply_from_body(self.redactor.scrub_json(body))
+        if not isinstance(body.get("usage"), dict):  # some compatible servers leave it out
+            return replace(reply, usage=_estimated_usage(request.body, reply), usage_estimated=True)
+        return reply
 
     async def _paced_post(self, body: dict[str, Any]) -> dict[str, Any]:
         await self.gate.acquire(_token_estimate(body))
