@@ -107,6 +107,19 @@ def test_txt_chinese_header_labels_with_either_colon(tmp_path: Path, first: str,
     assert loaded.language == "zh"
 
 
+def test_txt_traditional_chinese_header_labels(tmp_path: Path) -> None:
+    """Big5 sources from Taiwan and Hong Kong write their labels in Traditional characters."""
+    title = "台積電公布第一季財報"
+    header = (
+        f"標題：{title}\n來源：經濟日報\n連結：https://money.udn.com/x\n發布時間：2026-04-17\n作者：李明\n"
+    )
+    path = tmp_path / "tsmc.txt"
+    path.write_bytes(f"{header}\n{ZH_BODY}\n".encode("big5", "replace"))
+    loaded = article(path)
+    assert (loaded.title, loaded.source, loaded.url) == (title, "經濟日報", "https://money.udn.com/x")
+    assert (loaded.published_at, loaded.author) == ("2026-04-17", "李明")
+
+
 @pytest.mark.parametrize(
     ("written", "iso"),
     [

@@ -11,12 +11,13 @@ from typing import Any
 
 import yaml
 
-_HEADER_LABELS = {
-    "title": "title", "标题": "title",
-    "source": "source", "来源": "source",
-    "url": "url", "link": "url", "链接": "url",
+_HEADER_LABELS = {  # English, Simplified and Traditional Chinese (Big5 sources from Taiwan, Hong Kong)
+    "title": "title", "标题": "title", "標題": "title",
+    "source": "source", "来源": "source", "來源": "source",
+    "url": "url", "link": "url", "链接": "url", "鏈接": "url", "連結": "url", "网址": "url", "網址": "url",
     "published": "published_at", "date": "published_at", "published_at": "published_at",
-    "发布时间": "published_at", "时间": "published_at",
+    "发布时间": "published_at", "發布時間": "published_at", "發佈時間": "published_at",
+    "时间": "published_at", "時間": "published_at", "日期": "published_at",
     "author": "author", "作者": "author",
 }  # fmt: skip
 _HEADER_LINE = re.compile(r"^\s*([^:：\s][^:：]{0,20}?)\s*[:：]\s*(.*?)\s*$")
