@@ -189,7 +189,8 @@ class Runner:
         total = _count(inputs)
         self.progress.start(total)
         events.emit("run_started", run_id=run_id, mode=options.mode, model=self.settings.model,
-                    prompt_version=self.book.version, inputs=len(inputs), shard=options.shard)  # fmt: skip
+                    prompt_version=self.book.version, inputs=total, files=len(inputs),
+                    shard=options.shard)  # fmt: skip
         budget = self._budget()
 
         spool_path = options.out / "runs" / f".{run_id}.entries.jsonl"

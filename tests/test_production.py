@@ -707,6 +707,8 @@ def test_logs_reports_and_exit_codes_of_a_run_and_its_skipped_rerun(
     names = [e["event"] for e in events]
     assert names[0] == "run_started" and names[-1] == "run_finished"
     assert names.count("article") == 14 and names.count("run_started") == 1
+    assert (events[0]["inputs"], events[0]["files"]) == (14, 13), "as the console counts: .jsonl lines"
+    assert f"newsdesk: {events[0]['inputs']} input(s)" in result.stderr
     assert events[-1]["counts"] == report["counts"]
     assert sorted(e["source"] for e in events if e["event"] == "article") == sorted(
         a["source"] for a in report["articles"]
