@@ -122,17 +122,20 @@ class RichProgress:
         self.bar.stop()
         if self.attention:
             table = Table(title=f"Run {report.run_id}: articles that need attention", show_lines=False)
-            for column in ("Status", "Article", "Calls", "Tokens", "Note"):
+            for column in ("Status", "Input", "Calls", "Tokens", "Note"):
                 table.add_column(column)
             for entry in self.attention:
                 tokens = entry.usage.prompt_tokens + entry.usage.completion_tokens
                 note = entry.error or ("stale recording" if entry.stale else "; ".join(entry.notes))
                 status = Text(entry.status, style=_STYLE[entry.status])
-                article = Text(printable(entry.id or entry.source))
+                article = Text(printable(entry.source or entry.id or ""))  # the file an editor opens
                 table.add_row(status, article, str(entry.attempts), str(tokens), Text(printable(note)))
-            if self.more:
-                table.caption = f"and {self.more} more: the output folder's run-report.json lists all"
             self.console.print(table)
+            if self.more:
+                self.console.print(
+                    f"... and {self.more} more: run-report.json in the output folder lists all",
+                    highlight=False,
+                )
         self.console.print(summary_line(report), highlight=False)
 
 

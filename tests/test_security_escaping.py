@@ -364,6 +364,6 @@ def test_a_terminal_run_sums_up_with_the_articles_that_need_attention_only(tmp_p
     assert (report.counts["ok"], report.counts["failed"]) == (13, 35)
     summary = stream.getvalue().split("articles that need attention")[1]
     assert summary.count("zz-broken-") == RichProgress.ATTENTION_ROWS
-    assert "and 5 more: the output folder's run-report.json lists all" in summary
+    assert "... and 5 more: run-report.json in the output folder lists all" in summary
     assert not any(entry.id and entry.id in summary for entry in report.articles if entry.status == "ok")
     assert summary.rstrip().splitlines()[-1].startswith(f"run {report.run_id}: 13 ok, 35 failed")
