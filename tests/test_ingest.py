@@ -412,17 +412,24 @@ def test_jsonl_broken_line_fails_alone_with_path_and_line_labels(tmp_path: Path)
     assert isinstance(first, Article) and isinstance(third, Article) and isinstance(broken, InputFailure)
     assert (first.title, first.text, first.language) == (EN_TITLE, EN_BODY, "en")
     assert (third.title, third.text, third.language) == (ZH_TITLE, ZH_BODY, "zh")
-    assert broken.reason.startswith("malformed JSON at line ")
+    assert broken.reason.startswith("malformed JSON at column "), "the label already names the line"
     assert_one_line(broken.reason)
 
 
 def test_jsonl_error_position_is_within_the_one_line_record(tmp_path: Path) -> None:
-    # The label already names the file line; the position inside a one-line record is on its line 1.
-    path = write(tmp_path / "briefs.jsonl", '{"title": "broken", "text": \n')
+    # The label names the file's line; the reason, the column within it (no "line 1" to mislead).
+    path = write(tmp_path / "briefs.jsonl", '{"title": "ok", "text": "fine"}\n{"title": "broken", "text": \n')
+    failed = list(load_file(path, LIMITS))[1]
+    assert isinstance(failed, InputFailure)
+    assert failed.label == f"{path}:2"
+    assert failed.reason.startswith("malformed JSON at column 29"), failed.reason
+
+
+def test_a_list_on_a_jsonl_line_is_one_article_object_too_few(tmp_path: Path) -> None:
+    path = write(tmp_path / "briefs.jsonl", json.dumps([{"title": EN_TITLE, "text": EN_BODY}]) + "\n")
     (failed,) = load_file(path, LIMITS)
     assert isinstance(failed, InputFailure)
-    assert failed.label == f"{path}:1"
-    assert failed.reason.startswith("malformed JSON at line 1 column 29"), failed.reason
+    assert failed.reason == "expected one article object on the line, found a list"
 
 
 def test_jsonl_blank_lines_are_skipped_but_keep_line_numbers(tmp_path: Path) -> None:

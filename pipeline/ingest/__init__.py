@@ -283,7 +283,7 @@ def _load_jsonl_line(line: bytes, label: str, name: str, limits: Limits) -> Load
     if len(line) > limits.max_input_bytes:
         return InputFailure(label, f"line is over the {limits.max_input_bytes:,}-byte cap")
     try:
-        raw = parse_json_object(line.decode("utf-8-sig").rstrip("\r\n"))
+        raw = parse_json_object(line.decode("utf-8-sig").rstrip("\r\n"), line=True)
         return _build(raw, label, name, limits)
     except UnicodeDecodeError:
         return InputFailure(label, "line is not valid UTF-8")

@@ -168,8 +168,12 @@ MAX_JSON_DEPTH = 100
 _JSON_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 
 
-def parse_json_object(text: str) -> RawArticle:
-    return article_from_mapping(read_json(text))
+def parse_json_object(text: str, *, line: bool = False) -> RawArticle:
+    """One article object: a whole .json file, or (`line`) one line of a .jsonl file."""
+    data = read_json(text)
+    if line and isinstance(data, list):
+        raise FormatError("expected one article object on the line, found a list")
+    return article_from_mapping(data)
 
 
 def read_json(text: str) -> Any:
@@ -179,7 +183,8 @@ def read_json(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise FormatError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        where = f"line {exc.lineno} column {exc.colno}" if "\n" in text.strip() else f"column {exc.colno}"
+        raise FormatError(f"malformed JSON at {where}: {exc.msg}") from None
     except RecursionError:
         raise FormatError("malformed JSON: nested too deeply") from None
     except ValueError as exc:
