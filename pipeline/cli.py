@@ -53,10 +53,13 @@ from pipeline.validate.document import load_source, read_analysis_document, vali
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: the rich one shows a flag as "--force <bool>", as if it took a value
     pretty_exceptions_enable=False,
     help="Turn raw news articles into bilingual (English + Simplified Chinese) analysis.",
 )
-fixtures_app = typer.Typer(no_args_is_help=True, help="Recorded model calls used for replay.")
+fixtures_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Recorded model calls used for replay."
+)
 app.add_typer(fixtures_app, name="fixtures")
 
 EXIT_CODES = {ConfigError: 2, InputError: 2, LockedError: 3}  # InputError: a file given to a command
@@ -117,7 +120,9 @@ def build_model(
 
 @app.command("run")
 def run_command(
-    paths: Annotated[list[Path], typer.Argument(help="Article files or folders (searched recursively).")],
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="PATH", help="Article files or folders (searched recursively).")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     replay: Annotated[Path | None, typer.Option(help="Answer from recordings in DIR (no network).")] = None,
     record: Annotated[Path | None, typer.Option(help="Call the model and save every call in DIR.")] = None,
@@ -149,7 +154,8 @@ def run_command(
     """Analyse every article under PATHS and write HTML, Markdown and JSON to --out.
 
     Exit 0 when every article is ok or skipped, 1 when any failed or was not started,
-    2 on a usage or configuration error, 3 when another run holds the output folder.
+    2 on a usage or configuration error, 3 when another run holds the output folder,
+    130 when stopped by Ctrl-C or SIGTERM.
     """
     try:
         flags = {"model": model, "base_url": base_url, "concurrency": concurrency, "rpm": rpm, "tpm": tpm,
@@ -400,9 +406,21 @@ def _secrets(settings: Settings | None = None) -> list[str]:
     return [os.environ[name] for name in sorted(_KEY_VARIABLES) if os.environ.get(name)]
 
 
+# click's UsageError, found from typer's BadParameter (typer vendors click from 0.29 on, and
+# imported it before): a flag or argument a command cannot take
+_UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 def main() -> None:
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.Abort:  # Ctrl-C at a prompt
+        raise SystemExit(130) from None
+    except _UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `newsdesk` alone: its help
+            exc.show()  # type: ignore[attr-defined]
+            raise SystemExit(2) from None
+        raise SystemExit(_usage_error(exc)) from None
     except Exception as exc:  # a bug; with NEWSDESK_DEBUG its traceback, redacted
         redact = Redactor(_secrets())
         if debugging():
@@ -411,3 +429,13 @@ def main() -> None:
             line = f"Error: internal error ({type(exc).__name__}: {exc}); rerun with NEWSDESK_DEBUG=1"
             print(printable(redact(line + " for the traceback")), file=sys.stderr)
         raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: Exception) -> int:
+    """One line, `Error: ...`, naming the help to read; exit 2."""
+    context = getattr(exc, "ctx", None)
+    command = getattr(context, "command_path", "newsdesk")
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    print(printable(f"Error: {message} (see `{command} --help`)"), file=sys.stderr)
+    return 2

@@ -68,3 +68,25 @@ def test_a_bug_is_one_line_and_the_traceback_comes_with_newsdesk_debug(
         cli.main()
     err = capsys.readouterr().err
     assert err.startswith("Traceback") and "RuntimeError: a bug in the diff" in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run"], "Error: Missing argument 'PATH'."),
+    (["run", "in", "--out", "o", "--concurrency", "many"], "Error: Invalid value for '--concurrency': "),
+    (["run", "in", "--out", "o", "--bogus"], "Error: No such option: --bogus"),
+    (["fixtures", "status", "--nope"], "Error: No such option: --nope"),
+])  # fmt: skip
+def test_a_usage_error_is_one_line_naming_the_help_and_exits_2(args: list[str], message: str) -> None:
+    result = run_newsdesk(*args)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(message), result.stderr
+    assert result.stderr.rstrip().endswith(f"{args[0]} --help`)") or "status --help`)" in result.stderr
+
+
+def test_the_help_shows_on_off_flags_without_a_value() -> None:
+    """A flag shown as "--force <bool>" reads as "--force true", which passes "true" as an input."""
+    result = run_newsdesk("run", "--help")
+    assert result.returncode == 0
+    flags = [line.split()[0] for line in result.stdout.splitlines() if line.strip().startswith("--")]
+    assert {"--force", "--dry-run", "--batch-api", "--strict-replay"} <= set(flags)
+    assert "<bool>" not in result.stdout and "130" in result.stdout
