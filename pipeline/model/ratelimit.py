@@ -67,15 +67,18 @@ class RateGate:
 
     def throttle(self, retry_after: float | None) -> None:
         """A 429: pause everyone for the server's hint (or a pause doubling with each 429 in a
-        row), and slow the pace; without --rpm, pace the run from here on."""
+        row), and slow the pace; without --rpm, pace the run from here on. The 429s of requests
+        sent before the pause began count once: they are the same excess, not a new one."""
         self.throttled += 1
-        self._in_a_row += 1
+        now = time.monotonic()
+        if now >= self._paused_until:
+            self._in_a_row += 1
+            if self.rpm is None and len(self._starts) >= 5:  # enough to tell the rate the server refused
+                self.rpm, self.factor = self._recent_rpm(), 1.0  # from here on, at most that rate
+            self.factor = max(0.1, self.factor * 0.7)
         unhinted = min(MAX_UNHINTED_PAUSE_S, UNHINTED_PAUSE_S * 2.0 ** (self._in_a_row - 1))
         pause = retry_after if retry_after is not None else unhinted
-        self._paused_until = max(self._paused_until, time.monotonic() + pause)
-        if self.rpm is None and len(self._starts) >= 5:  # enough to tell the rate the server refused
-            self.rpm, self.factor = self._recent_rpm(), 1.0  # from here on, at most that rate
-        self.factor = max(0.1, self.factor * 0.7)
+        self._paused_until = max(self._paused_until, now + pause)
 
     def _recent_rpm(self) -> int:
         """Requests per minute over the last minute (or since the first request, if sooner)."""

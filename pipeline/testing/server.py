@@ -448,8 +448,8 @@ class Counters:
 class _RateLimiter:
     """A sliding-window request counter; ``limit=None`` only counts."""
 
-    def __init__(self, limit: int | None, window: float) -> None:
-        self.limit, self.window = limit, window
+    def __init__(self, limit: int | None, window: float, hints: bool = True) -> None:
+        self.limit, self.window, self.hints = limit, window, hints
         self.accepted = self.rejected = 0
         self._stamps: deque[float] = deque()
         self._lock = threading.Lock()
@@ -469,9 +469,10 @@ class _RateLimiter:
             return None
 
     def reply(self, wait: float) -> Reply:
+        hints = {"retry-after": str(max(1, math.ceil(wait))),
+                 "retry-after-ms": str(max(1, math.ceil(wait * 1000)))}  # fmt: skip
         headers = {
-            "retry-after": str(max(1, math.ceil(wait))),
-            "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
+            **(hints if self.hints else {}),  # some providers send no Retry-After
             "x-ratelimit-limit-requests": str(self.limit),
             "x-ratelimit-remaining-requests": "0",
             "x-ratelimit-reset-requests": f"{wait:.3f}s",
@@ -686,6 +687,7 @@ class FakeOpenAIServer:
         rpm_limit: int | None = None,
         known_models: set[str] | None = None,
         rpm_window: float = 60.0,
+        rpm_hints: bool = True,
         batch_statuses: Sequence[str] = DEFAULT_BATCH_STATUSES,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -702,7 +704,7 @@ class FakeOpenAIServer:
         self.errors: list[BaseException] = []  # exceptions raised while answering (sent as 500)
         self._batch_statuses = tuple(batch_statuses)
         self._address = (host, port)
-        self._limiter = _RateLimiter(rpm_limit, rpm_window)
+        self._limiter = _RateLimiter(rpm_limit, rpm_window, rpm_hints)  # hints: Retry-After on its 429s
         self._requests: list[RecordedRequest] = []
         self._files: dict[str, _StoredFile] = {}
         self._batches: dict[str, _Batch] = {}
