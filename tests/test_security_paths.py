@@ -234,6 +234,20 @@ def test_a_linked_folder_is_searched_once_and_a_link_back_up_is_no_loop(tmp_path
     assert all(isinstance(i, Article) for i in loaded), loaded
 
 
+def test_a_link_into_the_output_folder_is_not_read_as_input(tmp_path: Path) -> None:
+    """An archive link to OUT/articles in the inbox: the run must not read its own pages."""
+    inputs, out = tmp_path / "in", tmp_path / "site"
+    inputs.mkdir()
+    shutil.copyfile(ARTICLES / GOOD_FILE, inputs / GOOD_FILE)
+    args = ["run", str(inputs), "--replay", str(RECORDINGS), "--out", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    (inputs / "archive").symlink_to(out / "articles")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    report = json.loads((out / "run-report.json").read_text(encoding="utf-8"))
+    assert [e["status"] for e in report["articles"]] == ["skipped"], "no page of OUT read as an article"
+
+
 @pytest.fixture
 def closed(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     """Names of folders this user may not list and of files in folders it may not enter. The tests

@@ -138,7 +138,8 @@ def _folders_to_search(folder: Path, names: list[str], walked: set[Path], skip: 
     kept = []
     for name in sorted(names):
         real = real_path(folder / name)
-        if name.startswith(".") or real == skip or real in walked:
+        inside_out = skip is not None and (real == skip or skip in real.parents)  # a link into OUT too
+        if name.startswith(".") or inside_out or real in walked:
             continue
         walked.add(real)
         kept.append(name)
