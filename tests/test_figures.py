@@ -544,6 +544,12 @@ def test_the_search_for_a_figure_starts_at_its_currency_not_at_its_digit(prefix:
     ("2025年-2026", [("year", 2025.0), ("year", 2026.0)]),  # after a figure: a range
     ("三-5", [("number", 5.0)]),  # after a numeral: a range
     ("极曜-3的参数约6000亿", [("number", 6e11)]),
+    ("东风-41", []),
+    ("会议于6日-8日举行", [("number", 6.0), ("number", 8.0)]),  # after a number and its unit: a range
+    ("销量为100辆-200辆", [("number", 100.0), ("number", 200.0)]),
+    ("每股收益-0.12", [("number", 0.12)]),  # a value below zero, not a name
+    ("增速为-3", [("number", 3.0)]),
+    ("气温-5℃", [("number", 5.0)]),
 ])  # fmt: skip
 def test_a_number_joined_to_a_han_name_is_part_of_the_name(text: str, expected: list[object]) -> None:
     assert [(f.kind, f.value) for f in figures_in(text)] == expected

@@ -486,7 +486,7 @@ def _english_figures(text: str, taken: _Spans, memo: Memo) -> Iterator[Found]:
         first = match.start("cur") if match.group("cur") else match.start("num")
         if _glued_to_word(text, first, end) or (end < length and text[end] in "十百千万亿"):
             continue
-        if first > 1 and text[first - 1] == "-" and _names_by_number(text, first - 2, taken) and _bare(match):
+        if first > 1 and text[first - 1] == "-" and _names_a_model(text, first - 2, end, taken, match):
             continue  # a Han name's number ("歼-20", "极曜-3", as "J-20", "Jiyao-3"); "同比-3%" is a figure
         span = (match.start(), end)
         if not taken.overlaps(span):
@@ -501,10 +501,27 @@ def _english_figures(text: str, taken: _Spans, memo: Memo) -> Iterator[Found]:
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
-def _names_by_number(text: str, at: int, taken: _Spans) -> bool:
-    """Whether the character at `at`, before a hyphen and a number, ends a Han name: a Han
-    character that is no numeral and ends no figure ("2025年-2026" and "三-5" are ranges)."""
-    return bool(_HAN.match(text, at)) and text[at] not in _CN_NUM_CHARS and not taken.ends_at(at + 1)
+def _names_a_model(text: str, at: int, end: int, taken: _Spans, match: re.Match[str]) -> bool:
+    """Whether the number after "<Han>-" is part of a name ("歼-20", "极曜-3"): a whole number
+    of at most three digits, after a Han character that is no numeral, ends no figure and follows
+    no number ("6日-8日", "100辆-200辆" are ranges), nor a word a value follows ("增速为-3",
+    "同比-3", "气温-5℃" are values below zero)."""
+    before = text[at]
+    return (
+        _bare(match)
+        and match.group("num").isdigit()
+        and len(match.group("num")) <= 3
+        and bool(_HAN.match(before))
+        and before not in _CN_NUM_CHARS
+        and before not in _BEFORE_A_VALUE
+        and not (at > 0 and (text[at - 1].isdigit() or text[at - 1] in _CN_NUM_CHARS))
+        and not (end < len(text) and text[end] in "℃°%％度")
+        and not taken.ends_at(at + 1)
+    )
+
+
+# the last character of words a value (and so a sign) follows: 为 是 达 至 约, 同比, 增速, 收益 ...
+_BEFORE_A_VALUE = frozenset("为是达至约比率速益幅值额温润差价量长降跌涨升")
 
 
 def _bare(match: re.Match[str]) -> bool:
