@@ -802,16 +802,16 @@ def test_a_429_without_a_hint_paces_a_run_that_had_no_pace(monkeypatch: pytest.M
         for _ in range(30):
             await gate.acquire()
 
-    asyncio.run(burst())  # 30 requests within a second: about 1,800 a minute
+    asyncio.run(burst())  # 30 requests at once: taken over ten seconds, 180 a minute
     gate.throttle(None)
-    assert gate.rpm == 1800 and gate.factor == pytest.approx(0.7)
+    assert gate.rpm == 180 and gate.factor == pytest.approx(0.7)
     assert 0.045 <= timed(gate.acquire) < 0.2, "paused for the first unhinted pause"
     gate.throttle(None)
     assert timed(gate.acquire) >= 0.095, "the second 429 in a row pauses twice as long"
-    assert timed(gate.acquire) >= 60 / (1800 * 0.49) - 0.005, "and the requests are spaced"
+    assert timed(gate.acquire) >= 60 / (180 * 0.49) - 0.005, "and the requests are spaced"
     gate.succeeded()
     gate.throttle(None)
-    assert 0.045 <= timed(gate.acquire) < 0.095, "a success in between starts the doubling again"
+    assert gate._in_a_row == 1, "a success in between starts the doubling again"
 
 
 def one_call(script: Callable[[dict[str, Any]], Reply], max_retries: int) -> ModelReply:
@@ -855,6 +855,37 @@ def test_429s_are_waited_out_beyond_the_retry_count_other_failures_are_not(no_wa
     with pytest.raises(ModelUnavailable, match="HTTP 500"):
         one_call(failing, max_retries=1)
     assert len(asked) == 2, "a 500 counts: one retry, then the call fails"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def failed_attempt(exc: BaseException) -> Any:
+    outcome = type("Outcome", (), {"exception": lambda self: exc})()
+    return type("State", (), {"outcome": outcome})()
+
+
+def test_a_request_waits_out_429s_for_ten_minutes_from_its_first_429(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Time queued behind other requests before its first 429 does not count against it."""
+    clock = FakeClock()
+    monkeypatch.setattr(live_module, "time", clock)
+    response = type("Response", (), {"headers": {}, "status_code": 429, "request": None})()
+    limited = openai.RateLimitError("Rate limit reached", response=response, body=None)  # type: ignore[arg-type]
+    patience = live_module._Patience(attempts=2)
+    clock.now += 300  # queued for five minutes before it was first sent
+    assert not patience(failed_attempt(limited)) and not patience.exhausted()
+    clock.now += live_module.RATE_LIMIT_PATIENCE_S - 1
+    assert not patience(failed_attempt(limited))
+    clock.now += 1
+    assert patience.exhausted() and patience(failed_attempt(limited)), "ten minutes of 429s: it gives up"
+    other = live_module._Patience(attempts=2)
+    broken = RuntimeError("a dropped connection, say")
+    assert not other(failed_attempt(broken)) and other(failed_attempt(broken)), "other failures count"
 
 
 def test_a_429_for_an_exhausted_quota_is_not_retried_and_stops_the_run(no_waits: None) -> None:

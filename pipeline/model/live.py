@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -59,17 +60,27 @@ def _out_of_quota(exc: openai.APIStatusError) -> bool:
 
 
 class _Patience:
-    """When to stop retrying a request: after `attempts` failures, not counting 429s; a 429 says
-    to come back later, so they are retried, paced, for up to RATE_LIMIT_PATIENCE_S."""
+    """When to stop retrying one request: after `attempts` failures, not counting 429s. A 429 says
+    to come back later: the request comes back, paced, for RATE_LIMIT_PATIENCE_S from its first
+    429 (time spent queued before it does not count; once the time is up it gives up at its next
+    turn, without asking again)."""
 
     def __init__(self, attempts: int) -> None:
         self.attempts = attempts
         self.failures = 0
+        self.first_429: float | None = None
+        self.last_429: openai.RateLimitError | None = None
+
+    def exhausted(self) -> bool:
+        return self.first_429 is not None and time.monotonic() - self.first_429 >= RATE_LIMIT_PATIENCE_S
 
     def __call__(self, state: RetryCallState) -> bool:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, openai.RateLimitError):
-            return (state.seconds_since_start or 0.0) >= RATE_LIMIT_PATIENCE_S
+            if self.first_429 is None:
+                self.first_429 = time.monotonic()
+            self.last_429 = exc
+            return self.exhausted()
         self.failures += 1
         return self.failures >= self.attempts
 
@@ -149,14 +160,15 @@ class LiveModel:
         )
 
     async def complete(self, request: ModelRequest) -> ModelReply:
+        patience = _Patience(self.settings.max_retries + 1)
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_retryable),
             wait=wait_for,
-            stop=_Patience(self.settings.max_retries + 1),
+            stop=patience,
             reraise=True,
         )
         try:
-            body: dict[str, Any] = await retrying(self._paced_post, request.body)
+            body: dict[str, Any] = await retrying(self._paced_post, request.body, patience)
         except openai.APIStatusError as exc:
             fatal = exc.status_code in (401, 403, 404) or _out_of_quota(exc) or is_retryable(exc)
             raise ModelUnavailable(self._status_message(exc), fatal=fatal) from None
@@ -172,8 +184,10 @@ class LiveModel:
             return replace(reply, usage=_estimated_usage(request.body, reply), usage_estimated=True)
         return reply
 
-    async def _paced_post(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _paced_post(self, body: dict[str, Any], patience: _Patience) -> dict[str, Any]:
         await self.gate.acquire(_token_estimate(body))
+        if patience.exhausted() and patience.last_429 is not None:  # its time ran out while it queued
+            raise patience.last_429
         try:
             data = await self._post(body)
         except openai.RateLimitError as exc:

@@ -81,8 +81,9 @@ class RateGate:
         self._paused_until = max(self._paused_until, now + pause)
 
     def _recent_rpm(self) -> int:
-        """Requests per minute over the last minute (or since the first request, if sooner)."""
-        span = min(60.0, max(1.0, time.monotonic() - self._first_start))
+        """Requests per minute over the last minute (or since the first request, if sooner, but over
+        at least ten seconds: the burst of requests a run starts with is no steady rate)."""
+        span = min(60.0, max(10.0, time.monotonic() - self._first_start))  # not a first burst's rate
         return max(1, round(len(self._starts) * 60.0 / span))
 
     def succeeded(self) -> None:
