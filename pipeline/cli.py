@@ -435,7 +435,21 @@ def main() -> None:
 def _usage_error(exc: Exception) -> int:
     """One line, `Error: ...`, naming the help to read; exit 2."""
     context = getattr(exc, "ctx", None)
-    command = getattr(context, "command_path", "newsdesk")
+    command = getattr(context, "command_path", None) or _command_in_argv()
     message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
     print(printable(f"Error: {message} (see `{command} --help`)"), file=sys.stderr)
     return 2
+
+
+def _command_in_argv() -> str:
+    """`newsdesk run` (or `newsdesk fixtures status`) from the command line, when an error comes
+    without the command it was met in (an option missing its value)."""
+    words, group = ["newsdesk"], typer.main.get_command(app)
+    for arg in sys.argv[1:]:
+        commands = getattr(group, "commands", {})
+        if arg not in commands:
+            break
+        words.append(arg)
+        group = commands[arg]
+    return " ".join(words)
+

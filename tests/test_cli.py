@@ -75,6 +75,8 @@ def test_a_bug_is_one_line_and_the_traceback_comes_with_newsdesk_debug(
     (["run", "in", "--out", "o", "--concurrency", "many"], "Error: Invalid value for '--concurrency': "),
     (["run", "in", "--out", "o", "--bogus"], "Error: No such option: --bogus"),
     (["fixtures", "status", "--nope"], "Error: No such option: --nope"),
+    (["run", "in", "--out"], "Error: Option '--out' requires an argument."),
+    (["fixtures", "status", "--recordings"], "Error: Option '--recordings' requires an argument."),
 ])  # fmt: skip
 def test_a_usage_error_is_one_line_naming_the_help_and_exits_2(args: list[str], message: str) -> None:
     result = run_newsdesk(*args)
