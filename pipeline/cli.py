@@ -452,4 +452,3 @@ def _command_in_argv() -> str:
         words.append(arg)
         group = commands[arg]
     return " ".join(words)
-
