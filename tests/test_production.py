@@ -814,6 +814,20 @@ def test_a_429_without_a_hint_paces_a_run_that_had_no_pace(monkeypatch: pytest.M
     assert gate._in_a_row == 1, "a success in between starts the doubling again"
 
 
+def test_a_429_with_a_retry_after_leaves_a_run_without_rpm_unpaced() -> None:
+    """The server said how long to wait: a passing 429 must not slow the rest of the run."""
+    gate = RateGate()
+
+    async def burst() -> None:
+        for _ in range(30):
+            await gate.acquire()
+
+    asyncio.run(burst())
+    gate.throttle(0.01)
+    assert gate.rpm is None
+    assert timed(burst) < 0.2, "after the hinted pause, requests go at once"
+
+
 def one_call(script: Callable[[dict[str, Any]], Reply], max_retries: int) -> ModelReply:
     """One call of a LiveModel, over HTTP, to a server answering by `script`."""
     body = {"model": "gpt-4.1-mini", "messages": [{"role": "user", "content": "hello"}]}

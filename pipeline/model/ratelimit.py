@@ -4,9 +4,9 @@
   previous one is 60/rpm seconds old, and once the token window has room for its estimate).
 * On a 429 the whole run pauses for the server's Retry-After (without one: 1 s, doubling with
   every 429 in a row, up to a minute) and slows down: the pace drops to 70% and recovers by 2%
-  with every success, so a rate limit never turns into a retry storm. Without --rpm the pace
-  starts at 70% of the rate of the last minute's requests (the server's limit, as met), once
-  there are a few to tell it by.
+  with every success, so a rate limit never turns into a retry storm. Without --rpm, a 429
+  without Retry-After starts a pace at 70% of the rate of the last minute's requests (the
+  server's limit, as met), once there are a few to tell it by.
 """
 
 from __future__ import annotations
@@ -67,13 +67,14 @@ class RateGate:
 
     def throttle(self, retry_after: float | None) -> None:
         """A 429: pause everyone for the server's hint (or a pause doubling with each 429 in a
-        row), and slow the pace; without --rpm, pace the run from here on. The 429s of requests
-        sent before the pause began count once: they are the same excess, not a new one."""
+        row), and slow the pace; without --rpm and without a hint, pace the run from here on. The
+        429s of requests sent before the pause began count once: they are the same excess."""
         self.throttled += 1
         now = time.monotonic()
         if now >= self._paused_until:
             self._in_a_row += 1
-            if self.rpm is None and len(self._starts) >= 5:  # enough to tell the rate the server refused
+            if self.rpm is None and retry_after is None and len(self._starts) >= 5:
+                # no wait to go by, and enough requests to tell the rate the server refused
                 self.rpm, self.factor = self._recent_rpm(), 1.0  # from here on, at most that rate
             self.factor = max(0.1, self.factor * 0.7)
         unhinted = min(MAX_UNHINTED_PAUSE_S, UNHINTED_PAUSE_S * 2.0 ** (self._in_a_row - 1))
