@@ -73,7 +73,7 @@ async def run_batch(
         state_path = options.out / STATE
         state = _read_state(state_path)
         if state is not None and not await _known(client, state):
-            warn(progress, events, "batch_unknown", batch_id=state["batch_id"],
+            _warn(progress, events, "batch_unknown", batch_id=state["batch_id"],
                  message=f"the endpoint does not know the saved batch {state['batch_id']} (expired, or made "
                          "at another endpoint): the pending requests are sent again")  # fmt: skip
             state_path.unlink(missing_ok=True)
@@ -111,7 +111,7 @@ def _pending_requests(
     forget: bool = False,
 ) -> list[ModelRequest]:
     """The first request of each call of each article that is neither done nor journaled (with
-    `forget`, for --force, each such article's journal is dropped first)."""  # fmt: skip
+    `forget`, for --force, each such article's journal is dropped first)."""
     limits = Limits(runner.settings.max_input_bytes, runner.settings.max_input_tokens)
     seen: set[str] = set()
     requests: list[ModelRequest] = []
@@ -179,7 +179,7 @@ async def _collect(
         try:
             text = (await client.files.content(batch.output_file_id)).text
         except openai.NotFoundError:  # deleted, or expired: the calls go through live requests
-            warn(progress, events, "batch_output_missing", batch_id=batch.id,
+            _warn(progress, events, "batch_output_missing", batch_id=batch.id,
                  message=f"the output file of batch {batch.id} is gone (404): its calls go through "
                          "live requests")  # fmt: skip
     sent: dict[str, str] = state.get("sent") or {}
@@ -189,7 +189,7 @@ async def _collect(
         answered += verdict == "journaled"
         changed += verdict == "changed"
     if changed:
-        warn(progress, events, "batch_answers_outdated", batch_id=batch.id, answers=changed,
+        _warn(progress, events, "batch_answers_outdated", batch_id=batch.id, answers=changed,
              message=f"{changed} answer(s) of batch {batch.id} were to requests that have changed since "
                      "(the model, prompts or settings): they are asked again live")  # fmt: skip
     events.emit("batch_finished", batch_id=batch.id, status=batch.status, collected=answered,
@@ -203,7 +203,7 @@ def _batch_errors(batch: Any) -> list[str]:
     return [str(getattr(e, "message", e))[:300] for e in errors][:5]
 
 
-def warn(progress: Progress, events: EventLog, event: str, message: str, **fields: Any) -> None:
+def _warn(progress: Progress, events: EventLog, event: str, message: str, **fields: Any) -> None:
     progress.note(f"warning: {message}")
     events.emit(event, message=message, **fields)
 
