@@ -10,7 +10,8 @@ from typing import Literal
 
 SourceLanguage = Literal["en", "zh", "other"]
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+HAN_CLASS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # Han characters (CJK blocks), for a [...] class
+HAN = re.compile(f"[{HAN_CLASS}]")
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HANGUL = re.compile(r"[\uac00-\ud7af]")
 _LATIN = re.compile(r"[A-Za-z]")
@@ -73,7 +74,7 @@ def make_article_id(title: str, fallback_name: str, sha256: str) -> str:
 def detect_language(text: str) -> SourceLanguage:
     """`zh` for Chinese, `en` for English, `other` for anything else."""
     sample = text[:20000]
-    han = len(_HAN.findall(sample))
+    han = len(HAN.findall(sample))
     kana = len(_KANA.findall(sample))
     hangul = len(_HANGUL.findall(sample))
     latin = len(_LATIN.findall(sample))
@@ -100,7 +101,7 @@ def _looks_english(text: str) -> bool:
 
 def estimate_tokens(text: str) -> int:
     """A conservative token estimate: one per Han character, one per four other characters."""
-    han = len(_HAN.findall(text))
+    han = len(HAN.findall(text))
     return han + (len(text) - han + 3) // 4
 
 

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Literal, NamedTuple
 
+from pipeline.ingest.article import HAN
+
 Kind = Literal["money", "percent", "year", "quarter", "month", "period", "quantity", "number"]
 _EXACT_KINDS = ("year", "quarter", "month", "period")
 
@@ -498,9 +500,6 @@ def _english_figures(text: str, taken: _Spans, memo: Memo) -> Iterator[Found]:
             yield figures, span
 
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-
-
 def _names_a_model(text: str, at: int, end: int, taken: _Spans, match: re.Match[str]) -> bool:
     """Whether the number after "<Han>-" is part of a name ("歼-20", "极曜-3"): a whole number
     of at most three digits, after a Han character that is no numeral, ends no figure and follows
@@ -511,7 +510,7 @@ def _names_a_model(text: str, at: int, end: int, taken: _Spans, match: re.Match[
         _bare(match)
         and match.group("num").isdigit()
         and len(match.group("num")) <= 3
-        and bool(_HAN.match(before))
+        and bool(HAN.match(before))
         and before not in _CN_NUM_CHARS
         and before not in _BEFORE_A_VALUE
         and not (at > 0 and (text[at - 1].isdigit() or text[at - 1] in _CN_NUM_CHARS))

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 from hanzidentifier import helpers as hanzi_tables
 
+from pipeline.ingest.article import HAN, HAN_CLASS
 from pipeline.schema import Lang, ModelPart, Section, Tag
 from pipeline.validate.findings import Finding
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_HAN_RUN = re.compile(f"[{HAN_CLASS}]+")
 _CJK_PUNCTUATION = re.compile(r"[。，；！？、]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 _MARKUP = re.compile(r"<\s*/?\s*[a-zA-Z][^>]*>|javascript:|\bon[a-z]+\s*=", re.IGNORECASE)
@@ -48,10 +48,10 @@ def check_section(lang: Lang, section: Section) -> list[Finding]:
 def check_tags(tags: list[Tag]) -> list[Finding]:
     findings: list[Finding] = []
     for i, tag in enumerate(tags):
-        if _HAN.search(tag.en):
+        if HAN.search(tag.en):
             findings.append(Finding("language", "error", "en", f"tags[{i}].en",
                                     "the English tag label contains Chinese characters", tag.en))  # fmt: skip
-        if not _HAN.search(tag.zh):
+        if not HAN.search(tag.zh):
             findings.append(Finding("language", "error", "en", f"tags[{i}].zh",
                                     "the Chinese tag label is not written in Chinese", tag.zh))  # fmt: skip
         elif traditional_characters(tag.zh):
