@@ -10,13 +10,21 @@ article as what it is.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
 from pipeline.config import Settings
-from pipeline.errors import AnswerRejected, ModelError, ReplyFiltered, ReplyRefused, ReplyTruncated
+from pipeline.errors import (
+    AnswerRejected,
+    ModelError,
+    ModelUnavailable,
+    ReplyFiltered,
+    ReplyRefused,
+    ReplyTruncated,
+)
 from pipeline.ingest.article import Article
 from pipeline.model.base import CallKey, ChatModel, ModelRequest
 from pipeline.prompts import Message, PromptBook
@@ -60,6 +68,7 @@ class Conversation:
     stale: bool = False
     spoiled: bool = False  # its answer was refused, filtered, cut off or rejected: not one to keep
     usage_estimated: bool = False  # a reply came without usage: its tokens are estimates
+    endpoint_errors: Counter[str] = field(default_factory=Counter)  # what the endpoint answered instead
 
 
 @dataclass
@@ -77,6 +86,7 @@ class ArticleOutcome:
     fatal: bool = False  # the endpoint failed in a way every other article would share
     spoiled_calls: list[str] = field(default_factory=list)  # whose journaled answers a retry must not reuse
     usage_estimated: bool = False  # some reply reported no usage: the tokens (and cost) are estimates
+    endpoint_errors: dict[str, int] = field(default_factory=dict)  # by kind: "429", "503", "timeout"
 
 
 class Analyzer:
@@ -124,14 +134,19 @@ class Analyzer:
         spoiled: list[str] = [t.call for t in talks.values() if t.spoiled]
         return ArticleOutcome(None, _total(talks), calls, findings, stale, error=error,
                               paid=_total(talks, "paid"), paid_batch=_total(talks, "paid_batch"),
-                              spoiled_calls=spoiled, usage_estimated=_estimated(talks))  # fmt: skip
+                              spoiled_calls=spoiled, usage_estimated=_estimated(talks),
+                              endpoint_errors=_endpoint_errors(talks))  # fmt: skip
 
     async def _ask(self, article: Article, talk: Conversation) -> None:
         while True:
             key = CallKey(article.id, talk.call, talk.requests)
             body = self.book.request_body(talk.call, talk.messages, talk.max_tokens)
             talk.requests += 1
-            reply = await self.model.complete(ModelRequest(key, body, self.book.version))
+            try:
+                reply = await self.model.complete(ModelRequest(key, body, self.book.version))
+            except ModelUnavailable as exc:
+                talk.endpoint_errors.update(exc.endpoint_errors)
+                raise
             talk.usage = talk.usage + reply.usage
             if reply.batch:
                 talk.paid_batch = talk.paid_batch + reply.usage
@@ -139,6 +154,7 @@ class Analyzer:
                 talk.paid = talk.paid + reply.usage
             talk.stale = talk.stale or reply.stale
             talk.usage_estimated = talk.usage_estimated or reply.usage_estimated
+            talk.endpoint_errors.update(reply.endpoint_errors)
             if reply.refusal:
                 talk.spoiled = True
                 raise ReplyRefused(f"the model refused the {talk.call} call: {reply.refusal[:200]}")
@@ -227,7 +243,8 @@ class Analyzer:
         stale = any(t.stale for t in talks.values())
         return ArticleOutcome(analysis, usage, calls, findings, stale,
                               paid=_total(talks, "paid"), paid_batch=_total(talks, "paid_batch"),
-                              usage_estimated=_estimated(talks))  # fmt: skip
+                              usage_estimated=_estimated(talks),
+                              endpoint_errors=_endpoint_errors(talks))  # fmt: skip
 
 
 def _total(talks: dict[Lang, Conversation], which: str = "usage") -> Usage:
@@ -239,3 +256,7 @@ def _total(talks: dict[Lang, Conversation], which: str = "usage") -> Usage:
 
 def _estimated(talks: dict[Lang, Conversation]) -> bool:
     return any(t.usage_estimated for t in talks.values())
+
+
+def _endpoint_errors(talks: dict[Lang, Conversation]) -> dict[str, int]:
+    return dict(sum((talk.endpoint_errors for talk in talks.values()), Counter[str]()))

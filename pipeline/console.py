@@ -61,9 +61,20 @@ def summary_line(report: RunReport) -> str:
     counts = ", ".join(f"{report.counts.get(s, 0)} {s}" for s in STATUSES if report.counts.get(s))
     u = report.usage
     tokens = f"{u.prompt_tokens} prompt ({u.cached_tokens} cached) + {u.completion_tokens} completion tokens"
-    stale = f", {report.stale} stale" if report.stale else ""
-    cost = f"; ${report.cost_usd:.4f}" if report.cost_usd is not None else ""
-    return f"run {report.run_id}: {counts or 'no inputs'}{stale}; {tokens}{cost}; {report.duration_s}s"
+    parts = [(counts or "no inputs") + (f", {report.stale} stale" if report.stale else ""), tokens]
+    if report.cost_usd is not None:
+        parts.append(f"${report.cost_usd:.4f}")
+    if report.endpoint_errors:
+        parts.append(_endpoint_errors(report.endpoint_errors))
+    parts.append(f"{report.duration_s}s")
+    return f"run {report.run_id}: " + "; ".join(parts)
+
+
+def _endpoint_errors(by_kind: dict[str, int]) -> str:
+    """ "7 endpoint errors (429 x5, 503 x2)": what the retries absorbed."""
+    total = sum(by_kind.values())
+    kinds = ", ".join(f"{kind} x{count}" for kind, count in sorted(by_kind.items(), key=lambda kc: -kc[1]))
+    return f"{total} endpoint error{'s' if total != 1 else ''} ({kinds})"
 
 
 class PlainProgress:

@@ -22,6 +22,7 @@ Messages are written for the person running newsdesk: they say what went wrong a
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,9 +70,12 @@ class ModelUnavailable(ModelError):
     endpoint that is down or does not speak the API), so the run stops starting articles.
     """
 
-    def __init__(self, message: str, *, fatal: bool = False) -> None:
+    def __init__(
+        self, message: str, *, fatal: bool = False, endpoint_errors: Mapping[str, int] | None = None
+    ) -> None:
         super().__init__(message)
         self.fatal = fatal
+        self.endpoint_errors = dict(endpoint_errors or {})  # every attempt's, by kind ("429", "503")
 
 
 class ReplyTruncated(ModelError):

@@ -22,6 +22,9 @@ class ArticleEntry(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = None
     stale: bool = False
+    # what the endpoint answered instead of a reply, by kind ("429", "503", "timeout", "connection",
+    # "malformed reply"): each was retried, but for the last of a call that failed
+    endpoint_errors: dict[str, int] = Field(default_factory=dict)
     duplicate_of: str | None = None
     fatal: bool = Field(False, exclude=True)  # an endpoint failure that halts the run
     notes: list[str] = Field(default_factory=list)
@@ -41,6 +44,7 @@ class RunReport(BaseModel):
     cost_usd: float | None = None
     budget_usd: float | None = None
     stale: int = 0
+    endpoint_errors: dict[str, int] = Field(default_factory=dict)  # of every article, by kind
     halted: str | None = None  # why the run stopped starting articles (an endpoint failure), if it did
     index_error: str | None = None  # why index.html and feed.xml were not rebuilt, if they were not
     articles: list[ArticleEntry] = Field(default_factory=list)
@@ -54,10 +58,12 @@ class RunReport(BaseModel):
         if entry.cost_usd is not None:
             self.cost_usd = round((self.cost_usd or 0.0) + entry.cost_usd, 6)
         self.stale += int(entry.stale)
+        for kind, count in entry.endpoint_errors.items():
+            self.endpoint_errors[kind] = self.endpoint_errors.get(kind, 0) + count
 
     def tally(self) -> None:
         """Recount the totals from `articles` (for a report built in memory)."""
-        self.counts, self.usage, self.cost_usd, self.stale = {}, Usage(), None, 0
+        self.counts, self.usage, self.cost_usd, self.stale, self.endpoint_errors = {}, Usage(), None, 0, {}
         for entry in self.articles:
             self.add(entry)
         if not self.counts:

@@ -254,7 +254,8 @@ class Runner:
         write_report(report, spool, final)
         copy_atomically(final, options.out / "run-report.json")
         events.emit("run_finished", counts=report.counts, usage=report.usage.model_dump(),
-                    cost_usd=report.cost_usd, duration_s=report.duration_s, halted=report.halted)  # fmt: skip
+                    cost_usd=report.cost_usd, endpoint_errors=report.endpoint_errors,
+                    duration_s=report.duration_s, halted=report.halted)  # fmt: skip
 
     def _load(self, inputs: list[Path | InputFailure]) -> Iterator[Article | InputFailure]:
         for item in inputs:
@@ -465,6 +466,7 @@ class Runner:
             usage=outcome.paid + outcome.paid_batch,
             cost_usd=cost,
             stale=outcome.stale,
+            endpoint_errors=outcome.endpoint_errors,
             notes=notes,
             findings=[FindingOut.model_validate(f.to_dict()) for f in outcome.findings],
         )

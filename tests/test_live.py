@@ -128,6 +128,7 @@ def test_wrong_api_key_fails_with_a_clear_line_and_no_key_on_disk(
     entry = report_of(tmp_path)["articles"][0]  # type: ignore[index]
     assert entry["status"] == "failed"
     assert "401" in entry["error"] and "OPENAI_API_KEY" in entry["error"]
+    assert entry["endpoint_errors"] == {"401": 2}, "a refusal that is not retried is counted too"
     for path, text in all_written_text(tmp_path):
         assert wrong not in text and wrong[-8:] not in text, path
     assert wrong not in result.stderr + result.stdout
@@ -152,6 +153,7 @@ def test_unreachable_endpoint_fails_each_article_with_a_reason(tmp_path: Path) -
     assert result.returncode == 1
     entry = report_of(tmp_path / "out")["articles"][0]  # type: ignore[index]
     assert "could not be reached" in entry["error"]
+    assert entry["endpoint_errors"] == {"connection": 4}, "two calls, two attempts each, all counted"
 
 
 def test_record_then_replay_round_trip(server: FakeOpenAIServer, tmp_path: Path) -> None:

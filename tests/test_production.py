@@ -858,17 +858,20 @@ def test_429s_are_waited_out_beyond_the_retry_count_other_failures_are_not(no_wa
             return Reply.error(429, "Rate limit reached", error_type="requests", code="rate_limit_exceeded")
         return Reply.chat(request, '{"ok": true}')
 
-    assert one_call(limited_five_times, max_retries=1).content == '{"ok": true}'
+    reply = one_call(limited_five_times, max_retries=1)
+    assert reply.content == '{"ok": true}'
     assert len(asked) == 6, "five 429s, then the answer: a 429 is not a failed attempt"
+    assert reply.endpoint_errors == {"429": 5}, "the reply says what its retries absorbed"
 
     def failing(request: dict[str, Any]) -> Reply:
         asked.append(1)
         return Reply.error(500, "boom", error_type="server_error")
 
     asked.clear()
-    with pytest.raises(ModelUnavailable, match="HTTP 500"):
+    with pytest.raises(ModelUnavailable, match="HTTP 500") as failure:
         one_call(failing, max_retries=1)
     assert len(asked) == 2, "a 500 counts: one retry, then the call fails"
+    assert failure.value.endpoint_errors == {"500": 2}
 
 
 class FakeClock:
@@ -897,6 +900,7 @@ def test_a_request_waits_out_429s_for_ten_minutes_from_its_first_429(monkeypatch
     assert not patience(failed_attempt(limited))
     clock.now += 1
     assert patience.exhausted() and patience(failed_attempt(limited)), "ten minutes of 429s: it gives up"
+    assert patience.errors == {"429": 1}, "the same 429 raised again (its time ran out in the queue) is one"
     other = live_module._Patience(attempts=2)
     broken = RuntimeError("a dropped connection, say")
     assert not other(failed_attempt(broken)) and other(failed_attempt(broken)), "other failures count"
@@ -914,6 +918,7 @@ def test_a_429_for_an_exhausted_quota_is_not_retried_and_stops_the_run(no_waits:
         one_call(no_credit, max_retries=6)
     assert failed.value.fatal
     assert len(asked) == 1, "no wait brings credit back: not retried"
+    assert failed.value.endpoint_errors == {"429": 1}
 
 
 def test_replies_without_usage_are_estimated_so_cost_and_budget_still_count(tmp_path: Path) -> None:
@@ -968,8 +973,27 @@ def test_a_quarter_of_calls_failing_at_concurrency_8_still_finishes_every_articl
         result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", faulty.base_url,
                           "--concurrency", "8", "--config", str(config))  # fmt: skip
     assert result.returncode == 0, result.stderr + result.stdout
-    assert report_of(out)["counts"]["ok"] == 13
+    report = report_of(out)
+    assert report["counts"]["ok"] == 13
     assert set(plan.injected) == set(kinds), "every kind of fault was injected (seed 9 draws them all)"
+    # every transport fault is counted, by kind, per article, per run, in the log and the summary
+    as_counted = {"drop": "connection", "malformed": "malformed reply"}
+    expected: dict[str, int] = {}
+    for kind in plan.injected:
+        if kind not in ("length", "schema"):  # those are answers (cut off, or failing the checks)
+            expected[as_counted.get(kind, kind)] = expected.get(as_counted.get(kind, kind), 0) + 1
+    assert report["endpoint_errors"] == expected
+    per_article: dict[str, int] = {}
+    for entry in report["articles"]:
+        for kind, count in entry["endpoint_errors"].items():
+            per_article[kind] = per_article.get(kind, 0) + count
+    assert per_article == expected
+    events = [json.loads(line) for line in next((out / "logs").glob("*.jsonl")).read_text().splitlines()]
+    assert sum(sum(e["endpoint_errors"].values()) for e in events if e["event"] == "article") == sum(
+        expected.values()
+    )
+    assert events[-1]["event"] == "run_finished" and events[-1]["endpoint_errors"] == expected
+    assert f"{sum(expected.values())} endpoint errors (" in result.stderr
     written = list(files_under(out))
     assert {p.relative_to(out).parts[0] for p in written} >= {"articles", "logs", "runs"}
     for path in written:

@@ -44,6 +44,7 @@ class ModelReply:
     journaled: bool = False  # answered from the call journal: paid for by an earlier run
     batch: bool = False  # answered by the Batch API (half price)
     usage_estimated: bool = False  # the endpoint reported no usage: the tokens are estimated
+    endpoint_errors: dict[str, int] = field(default_factory=dict)  # retried before it, by kind ("429")
 
 
 class ChatModel(Protocol):

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -70,12 +71,15 @@ class _Patience:
         self.failures = 0
         self.first_429: float | None = None
         self.last_429: openai.RateLimitError | None = None
+        self.errors: Counter[str] = Counter()  # what each failed attempt met, by kind
 
     def exhausted(self) -> bool:
         return self.first_429 is not None and time.monotonic() - self.first_429 >= RATE_LIMIT_PATIENCE_S
 
     def __call__(self, state: RetryCallState) -> bool:
         exc = state.outcome.exception() if state.outcome else None
+        if exc is not self.last_429:  # (the same 429 again: its time ran out while it queued, unasked)
+            self.errors[error_kind(exc)] += 1
         if isinstance(exc, openai.RateLimitError):
             if self.first_429 is None:
                 self.first_429 = time.monotonic()
@@ -83,6 +87,20 @@ class _Patience:
             return self.exhausted()
         self.failures += 1
         return self.failures >= self.attempts
+
+
+def error_kind(exc: BaseException | None) -> str:
+    """What a failed attempt met, as the report and the log count endpoint errors: "429", "503",
+    "timeout", "connection", "malformed reply"."""
+    if isinstance(exc, openai.APIStatusError):
+        return str(exc.status_code)
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    if isinstance(exc, MalformedResponse):
+        return "malformed reply"
+    return type(exc).__name__
 
 
 def retry_after_seconds(exc: BaseException | None) -> float | None:
@@ -169,20 +187,25 @@ class LiveModel:
         )
         try:
             body: dict[str, Any] = await retrying(self._paced_post, request.body, patience)
-        except openai.APIStatusError as exc:
-            fatal = exc.status_code in (401, 403, 404) or _out_of_quota(exc) or is_retryable(exc)
-            raise ModelUnavailable(self._status_message(exc), fatal=fatal) from None
-        except openai.APIConnectionError as exc:
-            raise ModelUnavailable(self._connection_message(exc), fatal=True) from None
-        except MalformedResponse as exc:
-            message = self.redactor(
-                f"the endpoint's reply is not a chat completion ({exc}); check --base-url"
-            )
-            raise ModelUnavailable(message, fatal=True) from None
+        except (openai.APIStatusError, openai.APIConnectionError, MalformedResponse) as exc:
+            if not is_retryable(exc):  # counted only when it was retried (or gave up the retries)
+                patience.errors[error_kind(exc)] += 1
+            raise self._unavailable(exc, patience.errors) from None
         reply = reply_from_body(self.redactor.scrub_json(body))
+        reply = replace(reply, endpoint_errors=dict(patience.errors))
         if not isinstance(body.get("usage"), dict):  # some compatible servers leave it out
             return replace(reply, usage=_estimated_usage(request.body, reply), usage_estimated=True)
         return reply
+
+    def _unavailable(self, exc: Exception, errors: Counter[str]) -> ModelUnavailable:
+        """The error of a call that failed for good, with what every attempt met."""
+        if isinstance(exc, openai.APIStatusError):
+            fatal = exc.status_code in (401, 403, 404) or _out_of_quota(exc) or is_retryable(exc)
+            return ModelUnavailable(self._status_message(exc), fatal=fatal, endpoint_errors=errors)
+        if isinstance(exc, openai.APIConnectionError):
+            return ModelUnavailable(self._connection_message(exc), fatal=True, endpoint_errors=errors)
+        message = f"the endpoint's reply is not a chat completion ({exc}); check --base-url"
+        return ModelUnavailable(self.redactor(message), fatal=True, endpoint_errors=errors)
 
     async def _paced_post(self, body: dict[str, Any], patience: _Patience) -> dict[str, Any]:
         await self.gate.acquire(_token_estimate(body))
