@@ -1,10 +1,11 @@
 """OpenAI Batch API mode (``newsdesk run --batch-api``): the nightly job at half the price.
 
 1. The first request of every call (``en`` and ``zh``) of every article still to do goes into
-   one JSONL file, each line the same body live mode would send, with ``custom_id`` =
-   ``<article id>:<call>:0``. The file is uploaded and a batch created; its id is saved in
-   ``OUT/.batch/state.json`` at once, so a rerun resumes polling instead of submitting again.
-2. The batch is polled until it ends; its output file is downloaded and each answer written to
+   a JSONL file, each line the same body live mode would send, with ``custom_id`` =
+   ``<article id>:<call>:0`` (several files when they are more than one batch takes). Each file is
+   uploaded and a batch created; its id is saved in ``OUT/.batch/state.json`` at once, so a rerun
+   resumes polling instead of submitting again, and sends only what no saved batch holds.
+2. Each batch is polled until it ends; its output file is downloaded and each answer written to
    the call journal (``OUT/.calls``); the error file's lines are simply not journaled.
 3. The normal run follows: the journal answers the batched calls, and whatever failed in the
    batch, or fails validation, goes through live requests and re-asks.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -71,25 +72,30 @@ async def run_batch(
 
     async def submit_and_collect(events: EventLog) -> None:  # runs inside the output folder's lock
         state_path = options.out / STATE
-        state = _read_state(state_path)
-        if state is not None and not await _known(client, state):
-            _warn(progress, events, "batch_unknown", batch_id=state["batch_id"],
-                 message=f"the endpoint does not know the saved batch {state['batch_id']} (expired, or made "
-                         "at another endpoint): the pending requests are sent again")  # fmt: skip
-            state_path.unlink(missing_ok=True)
-            state = None
+        saved = []
+        for record in _read_state(state_path):
+            if await _known(client, record):
+                saved.append(record)
+            else:
+                _warn(progress, events, "batch_unknown", batch_id=record["batch_id"],
+                     message=f"the endpoint does not know the saved batch {record['batch_id']} (expired, or "
+                             "made at another endpoint): the pending requests are sent again")  # fmt: skip
         # --force drops the journal of the articles to redo now, once: the answers the batch brings
         # back are then this run's, and the runner, told so, keeps them
-        forget = options.force and state is None
+        forget = options.force and not saved
         pending = _pending_requests(runner, book, journal, paths, options, forget)
         requests = {custom_id(r): r for r in pending}
         options.journal_is_fresh = True
-        if state is None and requests:
-            state = await _submit(client, settings, requests, state_path, progress)
-            events.emit("batch_submitted", batch_id=state["batch_id"], requests=len(requests))
-        if state is not None:
-            await _collect(client, settings, state, requests, journal, progress, redactor, events)
-            state_path.unlink(missing_ok=True)
+        covered = _covered(saved, requests)
+        unsent = [r for key, r in requests.items() if key not in covered]
+        for chunk in _chunks(unsent, settings.batch_max_requests, int(settings.batch_max_mb * 1_000_000)):
+            record = await _submit(client, settings, chunk, progress)
+            saved.append(record)
+            _save_state(state_path, saved)  # at once, before anything else can fail
+            events.emit("batch_submitted", batch_id=record["batch_id"], requests=len(chunk))
+        for record in saved:
+            await _collect(client, settings, record, requests, journal, progress, redactor, events)
+        state_path.unlink(missing_ok=True)
 
     redactor = Redactor([api_key])  # the key from the configured variable, whatever its name
     try:
@@ -137,14 +143,36 @@ def _pending_requests(
     return requests
 
 
+def _covered(saved: list[dict[str, Any]], requests: dict[str, ModelRequest]) -> set[str]:
+    """The requests a saved batch already holds (a batch saved without its request list, by an
+    older version, holds all of them)."""
+    covered: set[str] = set()
+    for record in saved:
+        sent = record.get("sent")
+        covered.update(sent if isinstance(sent, dict) else requests)
+    return covered
+
+
+def _chunks(requests: list[ModelRequest], max_requests: int, max_bytes: int) -> Iterator[list[ModelRequest]]:
+    """The requests in batches the endpoint takes: at most `max_requests` lines and `max_bytes` of
+    input file each (OpenAI: 50,000 and 200 MB). A line bigger than that goes alone."""
+    chunk: list[ModelRequest] = []
+    size = 0
+    for request in requests:
+        line_size = len(batch_line(request).encode()) + 1
+        if chunk and (len(chunk) >= max_requests or size + line_size > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(request)
+        size += line_size
+    if chunk:
+        yield chunk
+
+
 async def _submit(
-    client: openai.AsyncOpenAI,
-    settings: Settings,
-    requests: dict[str, ModelRequest],
-    state_path: Path,
-    progress: Progress,
+    client: openai.AsyncOpenAI, settings: Settings, requests: list[ModelRequest], progress: Progress
 ) -> dict[str, Any]:
-    data = ("\n".join(batch_line(r) for r in requests.values()) + "\n").encode()
+    data = ("\n".join(batch_line(r) for r in requests) + "\n").encode()
     uploaded = await client.files.create(file=("newsdesk-batch.jsonl", data), purpose="batch")
     batch = await client.batches.create(
         input_file_id=uploaded.id,
@@ -152,24 +180,26 @@ async def _submit(
         completion_window=settings.batch_completion_window,  # type: ignore[arg-type]
         metadata={"tool": "newsdesk"},
     )
-    sent = {key: request_sha256(request.body) for key, request in requests.items()}
-    state = {"batch_id": batch.id, "input_file_id": uploaded.id, "requests": len(requests), "sent": sent}
-    atomic_write_text(state_path, json.dumps(state) + "\n")  # saved before anything else can fail
+    sent = {custom_id(request): request_sha256(request.body) for request in requests}
     progress.note(f"batch {batch.id} submitted with {len(requests)} request(s)")
-    return state
+    return {"batch_id": batch.id, "input_file_id": uploaded.id, "requests": len(requests), "sent": sent}
+
+
+def _save_state(path: Path, saved: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, json.dumps({"batches": saved}) + "\n")
 
 
 async def _collect(
     client: openai.AsyncOpenAI,
     settings: Settings,
-    state: dict[str, Any],
+    record: dict[str, Any],
     requests: dict[str, ModelRequest],
     journal: JournaledModel,
     progress: Progress,
     redactor: Redactor,
     events: EventLog,
 ) -> None:
-    batch = await client.batches.retrieve(state["batch_id"])
+    batch = await client.batches.retrieve(record["batch_id"])
     while batch.status not in TERMINAL:
         await asyncio.sleep(settings.batch_poll_s)
         batch = await client.batches.retrieve(batch.id)
@@ -182,7 +212,7 @@ async def _collect(
             _warn(progress, events, "batch_output_missing", batch_id=batch.id,
                  message=f"the output file of batch {batch.id} is gone (404): its calls go through "
                          "live requests")  # fmt: skip
-    sent: dict[str, str] = state.get("sent") or {}
+    sent: dict[str, str] = record.get("sent") or {}
     answered = changed = 0
     for raw in text.splitlines():
         verdict = _journal_line(raw, requests, sent, journal, redactor)
@@ -234,18 +264,24 @@ def _journal_line(
     return "journaled"
 
 
-async def _known(client: openai.AsyncOpenAI, state: dict[str, Any]) -> bool:
+async def _known(client: openai.AsyncOpenAI, record: dict[str, Any]) -> bool:
     """Whether the endpoint still knows the saved batch (a 404 means it never will again)."""
     try:
-        await client.batches.retrieve(state["batch_id"])
+        await client.batches.retrieve(record["batch_id"])
     except openai.NotFoundError:
         return False
     return True
 
 
-def _read_state(path: Path) -> dict[str, Any] | None:
+def _read_state(path: Path) -> list[dict[str, Any]]:
+    """The saved batches, oldest first (a file of one batch, as older versions wrote, is read too)."""
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) and state.get("batch_id") else None
+        return []
+    if not isinstance(state, dict):
+        return []
+    batches = state.get("batches") if "batches" in state else [state]
+    if not isinstance(batches, list):
+        return []
+    return [b for b in batches if isinstance(b, dict) and isinstance(b.get("batch_id"), str)]

@@ -57,6 +57,8 @@ class Settings(BaseModel):
     budget_usd: float | None = Field(None, gt=0, description="Stop starting articles beyond this spend.")
     batch_poll_s: float = Field(30.0, gt=0, description="Seconds between Batch API status checks.")
     batch_completion_window: str = "24h"
+    batch_max_requests: int = Field(50_000, ge=1, description="Requests per batch (OpenAI takes 50,000).")
+    batch_max_mb: float = Field(190.0, gt=0, description="Input file size per batch, MB (OpenAI: 200).")
     max_input_bytes: int = Field(10_000_000, ge=1)
     max_input_tokens: int = Field(12_000, ge=100)
     prompts_dir: Path | None = Field(None, description="Folder of templates overriding the built-in ones.")

@@ -29,7 +29,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from pipeline import runner as runner_module
-from pipeline.batch import ENDPOINT, STATE, _pending_requests, batch_line
+from pipeline.batch import ENDPOINT, STATE, _chunks, _pending_requests, batch_line
 from pipeline.cli import app
 from pipeline.config import Settings, resolve_settings
 from pipeline.console import PlainProgress, RichProgress
@@ -1093,6 +1093,66 @@ def test_batch_api_resumes_a_submitted_batch_instead_of_submitting_again(
     assert [r for r in new if r.method == "POST"] == [], "no new upload, batch or live call"
     assert any(r.path == f"/v1/batches/{batch.id}" for r in new), "it polled the saved batch"
     assert not (out / STATE).exists()
+
+
+def test_a_folder_bigger_than_one_batch_goes_as_several_batches(tmp_path: Path) -> None:
+    """The endpoint takes so many requests per batch (OpenAI: 50,000, or 200 MB of input file)."""
+    out = tmp_path / "out"
+    config = write_config(tmp_path, "batch_poll_s = 0.05\nbatch_max_requests = 10\n" + PRICES)
+    with FakeOpenAIServer(RECORDINGS, api_key=API_KEY, batch_max_requests=10) as limited:
+        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", limited.base_url,
+                          "--batch-api", "--config", str(config))  # fmt: skip
+        uploads = [r.raw.count(b'"custom_id"') for r in posts(limited, "/v1/files")]
+        live = chats(limited)
+    assert result.returncode == 0, result.stderr
+    assert uploads == [10, 10, 6], "26 requests in batches of at most 10"
+    assert live == [], "every call answered by a batch"
+    assert report_of(out)["counts"]["ok"] == 13
+    events = [json.loads(line) for line in next((out / "logs").glob("*.jsonl")).read_text().splitlines()]
+    assert [e["requests"] for e in events if e["event"] == "batch_submitted"] == [10, 10, 6]
+    assert not (out / STATE).exists()
+
+
+def test_a_run_killed_between_batches_resumes_the_saved_one_and_sends_the_rest(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = write_config(tmp_path, "batch_poll_s = 0.05\nbatch_max_requests = 10\n" + PRICES)
+    with FakeOpenAIServer(RECORDINGS, api_key=API_KEY, batch_max_requests=10) as server:
+        settings = resolve_settings({"base_url": server.base_url}, config)
+        book = PromptBook(settings)
+        journal = JournaledModel(ReplayModel(RECORDINGS), out / JOURNAL_DIR)
+        runner = Runner(settings, journal, book, PlainProgress(io.StringIO()), journal)
+        first = _pending_requests(runner, book, journal, [ARTICLES], RunOptions(out=out))[:10]
+        data = ("\n".join(batch_line(r) for r in first) + "\n").encode()
+        with openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0) as client:
+            uploaded = client.files.create(file=("killed.jsonl", data), purpose="batch")
+            batch = client.batches.create(
+                input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h"
+            )
+        sent = {f"{r.key.article_id}:{r.key.call}:0": request_sha256(r.body) for r in first}
+        (out / STATE).parent.mkdir(parents=True)
+        saved = {"batch_id": batch.id, "input_file_id": uploaded.id, "requests": 10, "sent": sent}
+        state = {"batches": [saved]}
+        (out / STATE).write_text(json.dumps(state) + "\n", encoding="utf-8")
+        before = len(server.requests)
+        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url,
+                          "--batch-api", "--config", str(config))  # fmt: skip
+        new = server.requests[before:]
+    assert result.returncode == 0, result.stderr
+    assert report_of(out)["counts"]["ok"] == 13
+    uploads = [r.raw.count(b'"custom_id"') for r in new if r.method == "POST" and r.path == "/v1/files"]
+    assert uploads == [10, 6], "only the 16 requests no saved batch holds are sent"
+    assert [r for r in new if r.path == "/v1/chat/completions"] == [], "no live call"
+    assert any(r.path == f"/v1/batches/{batch.id}" for r in new), "it polled the saved batch"
+    assert not (out / STATE).exists()
+
+
+def test_batches_are_cut_by_the_size_of_their_input_file() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x" * 80}]}
+    requests = [ModelRequest(CallKey(f"a-{i}", "en", 0), body, "v1") for i in range(7)]
+    line = len(batch_line(requests[0]).encode()) + 1
+    assert [len(c) for c in _chunks(requests, 50_000, 3 * line)] == [3, 3, 1]
+    assert [len(c) for c in _chunks(requests, 2, 3 * line)] == [2, 2, 2, 1]
+    assert [len(c) for c in _chunks(requests, 50_000, line // 2)] == [1] * 7, "a line too big goes alone"
 
 
 def test_batch_lines_that_fail_go_through_live_requests(batch_config: Path, tmp_path: Path) -> None:

@@ -689,6 +689,7 @@ class FakeOpenAIServer:
         rpm_window: float = 60.0,
         rpm_hints: bool = True,
         batch_statuses: Sequence[str] = DEFAULT_BATCH_STATUSES,
+        batch_max_requests: int = 50_000,
         host: str = "127.0.0.1",
         port: int = 0,
         verbose: bool = False,
@@ -703,6 +704,7 @@ class FakeOpenAIServer:
         self.verbose = verbose
         self.errors: list[BaseException] = []  # exceptions raised while answering (sent as 500)
         self._batch_statuses = tuple(batch_statuses)
+        self._batch_max_requests = batch_max_requests  # a bigger batch fails validation, as OpenAI's do
         self._address = (host, port)
         self._limiter = _RateLimiter(rpm_limit, rpm_window, rpm_hints)  # hints: Retry-After on its 429s
         self._requests: list[RecordedRequest] = []
@@ -928,6 +930,10 @@ class FakeOpenAIServer:
         body = cast(JSONDict, request.body)
         data = self._files[body["input_file_id"]].data
         lines, errors = parse_batch_input(data, body["endpoint"])
+        most = self._batch_max_requests
+        if len(lines) > most:
+            message = f"The input file has {len(lines)} requests; a batch takes at most {most}."
+            errors.append({"code": "too_many_requests", "message": message, "line": None})
         steps = ("validating", "failed") if errors else self._batch_statuses
         batch_errors = {"object": "list", "data": errors} if errors else None
         batch = _Batch(self._next_id("batch"), body, lines, deque(steps), batch_errors)
