@@ -63,7 +63,7 @@ async def run_batch(
     if journal is None:
         raise ConfigError("--batch-api needs a live endpoint")
     if settings.budget_usd is not None:
-        raise ConfigError("--batch-api is paid as one batch and cannot honour --budget-usd; "
+        raise ConfigError("--batch-api is paid batch by batch and cannot honour --budget-usd; "
                           "drop the budget or split the folder with --shard")  # fmt: skip
     client = openai.AsyncOpenAI(api_key=api_key, base_url=settings.base_url, max_retries=3)
     options.mode = "batch"
@@ -95,6 +95,8 @@ async def run_batch(
             events.emit("batch_submitted", batch_id=record["batch_id"], requests=len(chunk))
         for record in saved:
             await _collect(client, settings, record, requests, journal, progress, redactor, events)
+        if saved:
+            progress.note("the calls no batch answered go through live requests")
         state_path.unlink(missing_ok=True)
 
     redactor = Redactor([api_key])  # the key from the configured variable, whatever its name
@@ -144,12 +146,11 @@ def _pending_requests(
 
 
 def _covered(saved: list[dict[str, Any]], requests: dict[str, ModelRequest]) -> set[str]:
-    """The requests a saved batch already holds (a batch saved without its request list, by an
-    older version, holds all of them)."""
+    """The requests the saved batches already hold (the one batch an older version saved, without
+    its list of requests, holds all of them)."""
     covered: set[str] = set()
     for record in saved:
-        sent = record.get("sent")
-        covered.update(sent if isinstance(sent, dict) else requests)
+        covered.update(requests if record["sent"] is None else record["sent"])
     return covered
 
 
@@ -212,7 +213,7 @@ async def _collect(
             _warn(progress, events, "batch_output_missing", batch_id=batch.id,
                  message=f"the output file of batch {batch.id} is gone (404): its calls go through "
                          "live requests")  # fmt: skip
-    sent: dict[str, str] = record.get("sent") or {}
+    sent: dict[str, str] = record["sent"] or {}
     answered = changed = 0
     for raw in text.splitlines():
         verdict = _journal_line(raw, requests, sent, journal, redactor)
@@ -222,9 +223,10 @@ async def _collect(
         _warn(progress, events, "batch_answers_outdated", batch_id=batch.id, answers=changed,
              message=f"{changed} answer(s) of batch {batch.id} were to requests that have changed since "
                      "(the model, prompts or settings): they are asked again live")  # fmt: skip
+    held = len(sent) if sent else record.get("requests")
     events.emit("batch_finished", batch_id=batch.id, status=batch.status, collected=answered,
-                requests=len(requests), errors=_batch_errors(batch))  # fmt: skip
-    progress.note(f"batch {batch.id}: {answered} answer(s) collected; the rest go through live requests")
+                requests=held, errors=_batch_errors(batch))  # fmt: skip
+    progress.note(f"batch {batch.id}: {answered} answer(s) collected")
 
 
 def _batch_errors(batch: Any) -> list[str]:
@@ -274,14 +276,23 @@ async def _known(client: openai.AsyncOpenAI, record: dict[str, Any]) -> bool:
 
 
 def _read_state(path: Path) -> list[dict[str, Any]]:
-    """The saved batches, oldest first (a file of one batch, as older versions wrote, is read too)."""
+    """The saved batches, oldest first, each with the requests it holds (``sent``: custom id ->
+    request hash; None for the one batch an older version saved without that list: it holds them
+    all). A record this cannot use (hand-edited, torn) is left out: its requests are sent again."""
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return []
     if not isinstance(state, dict):
         return []
-    batches = state.get("batches") if "batches" in state else [state]
+    if "batches" not in state:  # the one batch an older version saved (its "sent" came later)
+        sent = state.get("sent")
+        return [{**state, "sent": sent if isinstance(sent, dict) else None}] if _names_a_batch(state) else []
+    batches = state["batches"]
     if not isinstance(batches, list):
         return []
-    return [b for b in batches if isinstance(b, dict) and isinstance(b.get("batch_id"), str)]
+    return [b for b in batches if _names_a_batch(b) and "sent" in b and isinstance(b["sent"], dict | None)]
+
+
+def _names_a_batch(record: object) -> bool:
+    return isinstance(record, dict) and isinstance(record.get("batch_id"), str) and bool(record["batch_id"])

@@ -71,7 +71,7 @@ def summary_line(report: RunReport) -> str:
 
 
 def _endpoint_errors(by_kind: dict[str, int]) -> str:
-    """ "7 endpoint errors (429 x5, 503 x2)": what the retries absorbed."""
+    """ "7 endpoint errors (429 x5, 503 x2)": what the endpoint answered instead of replies."""
     total = sum(by_kind.values())
     kinds = ", ".join(f"{kind} x{count}" for kind, count in sorted(by_kind.items(), key=lambda kc: -kc[1]))
     return f"{total} endpoint error{'s' if total != 1 else ''} ({kinds})"

@@ -23,7 +23,7 @@ class ArticleEntry(BaseModel):
     cost_usd: float | None = None
     stale: bool = False
     # what the endpoint answered instead of a reply, by kind ("429", "503", "timeout", "connection",
-    # "malformed reply"): each was retried, but for the last of a call that failed
+    # "malformed reply", and a refusal that is not retried, such as "401")
     endpoint_errors: dict[str, int] = Field(default_factory=dict)
     duplicate_of: str | None = None
     fatal: bool = Field(False, exclude=True)  # an endpoint failure that halts the run

@@ -29,7 +29,15 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from pipeline import runner as runner_module
-from pipeline.batch import ENDPOINT, STATE, _chunks, _pending_requests, batch_line
+from pipeline.batch import (
+    ENDPOINT,
+    STATE,
+    _chunks,
+    _pending_requests,
+    _read_state,
+    _save_state,
+    batch_line,
+)
 from pipeline.cli import app
 from pipeline.config import Settings, resolve_settings
 from pipeline.console import PlainProgress, RichProgress
@@ -1110,6 +1118,7 @@ def test_a_folder_bigger_than_one_batch_goes_as_several_batches(tmp_path: Path) 
     assert report_of(out)["counts"]["ok"] == 13
     events = [json.loads(line) for line in next((out / "logs").glob("*.jsonl")).read_text().splitlines()]
     assert [e["requests"] for e in events if e["event"] == "batch_submitted"] == [10, 10, 6]
+    assert [e["requests"] for e in events if e["event"] == "batch_finished"] == [10, 10, 6]
     assert not (out / STATE).exists()
 
 
@@ -1144,6 +1153,29 @@ def test_a_run_killed_between_batches_resumes_the_saved_one_and_sends_the_rest(t
     assert [r for r in new if r.path == "/v1/chat/completions"] == [], "no live call"
     assert any(r.path == f"/v1/batches/{batch.id}" for r in new), "it polled the saved batch"
     assert not (out / STATE).exists()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"batch_id": ""}', '{"batches": [{"batch_id": ""}]}', '{"batches": [{"batch_id": "b1"}]}',
+     '{"batches": [{"batch_id": "b1", "sent": ["x:en:0"]}]}', '{"batches": {"batch_id": "b1"}}',
+     '["b1"]', "null", "[" * 100_000, '{"batches": [{"batch_id": 7, "sent": {}}]}'],
+)  # fmt: skip
+def test_a_saved_batch_record_that_cannot_be_used_is_left_out(text: str, tmp_path: Path) -> None:
+    """Hand-edited or torn: its requests are sent again, and the run goes on."""
+    path = tmp_path / "state.json"
+    path.write_text(text, encoding="utf-8")
+    assert _read_state(path) == []
+
+
+def test_saved_batches_are_read_back_including_one_saved_by_an_older_version(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text('{"batch_id": "batch_old", "input_file_id": "file_1", "requests": 26}', encoding="utf-8")
+    (old,) = _read_state(path)
+    assert old["batch_id"] == "batch_old" and old["sent"] is None, "the older one holds every request"
+    new = {"batch_id": "batch_new", "input_file_id": "file_2", "requests": 1, "sent": {"a:en:0": "f00"}}
+    _save_state(path, [old, new])
+    assert _read_state(path) == [old, new]
 
 
 def test_batches_are_cut_by_the_size_of_their_input_file() -> None:
