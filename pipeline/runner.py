@@ -331,6 +331,8 @@ class Runner:
                 self.halted = entry.error or "the endpoint failed"
                 self.progress.note(f"stopping: {self.halted}")
             record(entry)
+            if self.journal is not None and entry.status == "failed":
+                self.journal.account(article.id)  # what the entry counts, no later run counts again
         finally:
             slots.release()
 

@@ -276,7 +276,7 @@ def test_kill_9_leaves_no_torn_file_and_the_rerun_pays_only_for_what_is_missing(
     assert done_ids == set(order_ids[:3])
     half = fences[script.order[3]]
     assert [p.relative_to(out / JOURNAL_DIR).as_posix() for p in journaled()] == [f"{half.id}/en-0.json"]
-    json.loads(journaled()[0].read_text(encoding="utf-8"))
+    paid_by_the_killed_run = json.loads(journaled()[0].read_text(encoding="utf-8"))["response"]["usage"]
 
     with FakeOpenAIServer(RECORDINGS, api_key=API_KEY) as healthy:
         rerun = newsdesk(*args, "--base-url", healthy.base_url)
@@ -297,6 +297,10 @@ def test_kill_9_leaves_no_torn_file_and_the_rerun_pays_only_for_what_is_missing(
     assert [p for p in out.rglob("*.tmp")] == []
     assert journaled() == [], "the journal is cleared once every article is written"
     assert list((out / "runs").glob(".*")) == [], "the killed run's spool file is gone too"
+    # the killed run paid for the en call and never reported it: the run that used it reports it
+    zh = json.loads((RECORDINGS / half.id / "zh-0.json").read_text(encoding="utf-8"))["response"]["usage"]
+    (entry,) = [e for e in report_of(out)["articles"] if e["id"] == half.id]
+    assert entry["usage"]["prompt_tokens"] == paid_by_the_killed_run["prompt_tokens"] + zh["prompt_tokens"]
 
 
 def test_temporary_files_a_killed_run_left_are_removed_by_the_next(tmp_path: Path) -> None:
@@ -1253,9 +1257,36 @@ def test_a_batch_answer_is_paid_by_the_run_that_collected_it_only(tmp_path: Path
     journal.save(request, answer, batch=True)
     collected = asyncio.run(journal.complete(request))
     assert collected.batch and not collected.journaled, "paid by run-1, at the batch price"
+    assert asyncio.run(journal.complete(request)).journaled, "counted once, however often run-1 uses it"
+    journal.account("a-1")  # run-1 recorded the article's entry (it failed, say): the cost is reported
     journal.run_id = "run-2"
     replayed = asyncio.run(journal.complete(request))
     assert replayed.journaled and not replayed.batch, "run-2 paid nothing for it"
+
+
+def test_answers_a_killed_run_paid_for_are_reported_by_the_run_that_uses_them(tmp_path: Path) -> None:
+    """Killed while it waited for another batch, or with the article in flight: no report holds the
+    cost of what it collected or asked; the next run that uses the answers reports it, once."""
+    journal = JournaledModel(CountingModel(), tmp_path / JOURNAL_DIR)
+    body = {"model": "gpt-4.1-mini", "messages": [{"role": "user", "content": "hello"}]}
+    batched, asked = (ModelRequest(CallKey("a-1", call, 0), body, "v1") for call in ("en", "zh"))
+    message = {"role": "assistant", "content": "{}"}
+    answer = {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}  # fmt: skip
+    journal.run_id = "run-1"
+    journal.save(batched, answer, batch=True)  # collected, never used: run-1 was killed
+    live = asyncio.run(journal.complete(asked))
+    assert not live.journaled and not live.batch, "run-1 paid for its call (then it was killed)"
+    journal.run_id = "run-2"
+    first = [asyncio.run(journal.complete(r)) for r in (batched, asked)]
+    assert [(r.batch, r.journaled) for r in first] == [(True, False), (False, False)], "run-2 reports both"
+    again = [asyncio.run(journal.complete(r)) for r in (batched, asked)]
+    assert all(r.journaled for r in again), "once"
+    journal.run_id = "run-3"  # run-2 was killed too, before its report: run-3 reports them
+    assert [asyncio.run(journal.complete(r)).journaled for r in (batched, asked)] == [False, False]
+    journal.account("a-1")
+    journal.run_id = "run-4"
+    assert all(asyncio.run(journal.complete(r)).journaled for r in (batched, asked))
 
 
 def test_force_with_the_batch_api_pays_each_call_once(

@@ -5,6 +5,11 @@ them again, as long as the request is byte-for-byte the same. The runner clears 
 journal once its outputs are written, drops the answers of a failed article's calls that were
 refused, filtered, cut off or rejected by the checks (a retry must ask again, not replay them),
 and drops it all when ``--force`` redoes the article.
+
+Each answer also says which run counted its cost (``paid_in``) and whether an article entry of
+that run's report holds it (``accounted``). A run reports the cost of every answer it uses that no
+report holds yet: its own calls, the Batch API answers it collected, and the calls a run that was
+killed (or interrupted mid-article) paid for but never reported, once.
 """
 
 from __future__ import annotations
@@ -30,25 +35,59 @@ class JournaledModel:
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         path = recording_path(self.folder, request)
-        cached = self._read(path, request)
-        if cached is not None:
-            return cached
+        document = self._document(path, request)
+        if document is not None:
+            return self._replay(path, document)
         reply = await self.inner.complete(request)
-        self.save(request, reply.body)
+        self.save(request, reply.body, paid_in=self.run_id)
         return reply
 
-    def save(self, request: ModelRequest, response: dict[str, Any], *, batch: bool = False) -> None:
-        document = {**recording_document(request, response), "batch": batch}
-        if batch:
-            document["batch_run"] = self.run_id
-        atomic_write_text(
-            recording_path(self.folder, request), json.dumps(document, ensure_ascii=False) + "\n"
-        )
+    def save(
+        self,
+        request: ModelRequest,
+        response: dict[str, Any],
+        *,
+        batch: bool = False,
+        paid_in: str | None = None,
+    ) -> None:
+        """Journal an answer: a live call's, counted by the run that made it (`paid_in`), or a
+        Batch API answer (`batch`), counted by the run that first uses it."""
+        document = {**recording_document(request, response), "batch": batch, "paid_in": paid_in,
+                    "accounted": False}  # fmt: skip
+        self._write(path=recording_path(self.folder, request), document=document)
 
     def has(self, request: ModelRequest) -> bool:
-        return self._read(recording_path(self.folder, request), request) is not None
+        return self._document(recording_path(self.folder, request), request) is not None
 
-    def _read(self, path: Path, request: ModelRequest) -> ModelReply | None:
+    def account(self, article_id: str) -> None:
+        """The article's entry, which counts its journaled answers, is recorded in this run's report
+        (and log): no later run counts them again."""
+        for path in sorted((self.folder / article_id).glob("*.json")):
+            try:
+                document = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(document, dict) and document.get("accounted") is False:
+                try:
+                    self._write(path, {**document, "accounted": True})
+                except OSError:  # a full disk, say: a later run reports this cost once more, no worse
+                    continue
+
+    def _replay(self, path: Path, document: dict[str, Any]) -> ModelReply:
+        reply = reply_from_body(document["response"])
+        if "accounted" not in document:  # journaled by an older version
+            if document.get("batch") and document.get("batch_run") == self.run_id:
+                return replace(reply, batch=True)
+            return replace(reply, journaled=True)
+        counted_here = document.get("paid_in") is not None and document.get("paid_in") == self.run_id
+        if document["accounted"] or counted_here:
+            return replace(reply, journaled=True)  # in a report already, or counted by this run
+        # a Batch API answer used for the first time, or a call of a run that ended before it
+        # reported it (killed, or interrupted mid-article): this run counts it, once
+        self._write(path, {**document, "paid_in": self.run_id})
+        return replace(reply, batch=bool(document.get("batch")))
+
+    def _document(self, path: Path, request: ModelRequest) -> dict[str, Any] | None:
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -57,10 +96,10 @@ class JournaledModel:
             return None
         if not isinstance(document.get("response"), dict):  # torn by hand: the call is made again
             return None
-        reply = reply_from_body(document["response"])
-        if document.get("batch") and document.get("batch_run") == self.run_id:
-            return replace(reply, batch=True)  # collected by this run's batch: paid now, at the batch price
-        return replace(reply, journaled=True)
+        return document
+
+    def _write(self, path: Path, document: dict[str, Any]) -> None:
+        atomic_write_text(path, json.dumps(document, ensure_ascii=False) + "\n")
 
     def forget(self, article_id: str, calls: list[str] | None = None) -> None:
         """Drop the article's journaled answers: all of them, or those of the `calls` given."""
