@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import openai
+from openai.types import Batch
 
 from pipeline.config import Settings
 from pipeline.emit.write import atomic_write_text
@@ -175,15 +176,53 @@ async def _submit(
 ) -> dict[str, Any]:
     data = ("\n".join(batch_line(r) for r in requests) + "\n").encode()
     uploaded = await client.files.create(file=("newsdesk-batch.jsonl", data), purpose="batch")
-    batch = await client.batches.create(
-        input_file_id=uploaded.id,
-        endpoint=ENDPOINT,
-        completion_window=settings.batch_completion_window,  # type: ignore[arg-type]
-        metadata={"tool": "newsdesk"},
-    )
+    batch = await _create_batch(client, settings, uploaded.id)
     sent = {custom_id(request): request_sha256(request.body) for request in requests}
     progress.note(f"batch {batch.id} submitted with {len(requests)} request(s)")
     return {"batch_id": batch.id, "input_file_id": uploaded.id, "requests": len(requests), "sent": sent}
+
+
+CREATE_ATTEMPTS = 4
+
+
+async def _create_batch(client: openai.AsyncOpenAI, settings: Settings, file_id: str) -> Batch:
+    """Create the batch of an uploaded file, without the SDK's blind retries: an attempt that
+    failed where the endpoint may have made the batch anyway (a dropped connection, a 5xx) is
+    followed by a look for a batch of this file, and the batch is created again only if none is
+    there (else it would run, and be paid, twice)."""
+    creator = client.with_options(max_retries=0)
+    failure: Exception | None = None
+    for attempt in range(CREATE_ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(min(30.0, settings.batch_poll_s * 2**attempt))
+            try:
+                made = await _batch_of_file(creator, file_id)
+            except (openai.APIConnectionError, openai.APIStatusError) as exc:
+                failure = exc  # it cannot be told whether the batch was made: look again later
+                continue
+            if made is not None:
+                return made
+        try:
+            return await creator.batches.create(
+                input_file_id=file_id,
+                endpoint=ENDPOINT,
+                completion_window=settings.batch_completion_window,  # type: ignore[arg-type]
+                metadata={"tool": "newsdesk"},
+            )
+        except openai.APIStatusError as exc:
+            if exc.status_code < 500 and exc.status_code not in (408, 409, 429):
+                raise  # refused: no batch was made
+            failure = exc
+        except openai.APIConnectionError as exc:
+            failure = exc
+    assert failure is not None
+    raise failure
+
+
+async def _batch_of_file(client: openai.AsyncOpenAI, file_id: str) -> Batch | None:
+    """The batch made of the uploaded file `file_id`, among the endpoint's latest batches."""
+    page = await client.batches.list(limit=100)
+    return next((batch for batch in page.data if batch.input_file_id == file_id), None)
 
 
 def _save_state(path: Path, saved: list[dict[str, Any]]) -> None:

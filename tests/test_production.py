@@ -1159,6 +1159,38 @@ def test_a_run_killed_between_batches_resumes_the_saved_one_and_sends_the_rest(t
     assert not (out / STATE).exists()
 
 
+class LosesTheAnswerToTheFirstBatch(FakeOpenAIServer):
+    """Makes the first batch, then its answer is lost (a dropped connection, or a proxy's 502)."""
+
+    def __init__(self, *args: Any, lost: Reply, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lost: Reply | None = lost
+
+    def _create_batch_endpoint(self, request: RecordedRequest, groups: tuple[str, ...]) -> Reply:
+        reply = super()._create_batch_endpoint(request, groups)
+        lost, self.lost = self.lost, None
+        return lost or reply
+
+
+@pytest.mark.parametrize("lost", [Reply(drop=True), Reply.error(502, "Bad gateway", error_type="server")])
+def test_a_batch_whose_creation_answer_is_lost_is_found_not_made_twice(
+    lost: Reply, batch_config: Path, tmp_path: Path
+) -> None:
+    """Made twice, it would run, and be paid for, twice: the SDK's own retry would do just that."""
+    out = tmp_path / "out"
+    with LosesTheAnswerToTheFirstBatch(RECORDINGS, api_key=API_KEY, lost=lost) as server:
+        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url,
+                          "--batch-api", "--config", str(batch_config))  # fmt: skip
+        created = posts(server, "/v1/batches")
+        looked = [r for r in server.requests if r.method == "GET" and r.path == "/v1/batches"]
+        live = chats(server)
+    assert result.returncode == 0, result.stderr
+    assert len(created) == 1, "one batch made, and found again"
+    assert len(looked) == 1
+    assert live == []
+    assert report_of(out)["counts"]["ok"] == 13
+
+
 @pytest.mark.parametrize(
     "text",
     ['{"batch_id": ""}', '{"batches": [{"batch_id": ""}]}', '{"batches": [{"batch_id": "b1"}]}',

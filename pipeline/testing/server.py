@@ -792,6 +792,7 @@ class FakeOpenAIServer:
             ("GET", "/v1/files/([^/]+)", self._file_endpoint),
             ("GET", "/v1/files/([^/]+)/content", self._file_content_endpoint),
             ("POST", "/v1/batches", self._create_batch_endpoint),
+            ("GET", "/v1/batches", self._list_batches_endpoint),
             ("GET", "/v1/batches/([^/]+)", self._batch_endpoint),
         ]
         return [(method, re.compile(pattern), endpoint) for method, pattern, endpoint in routes]
@@ -962,6 +963,14 @@ class FakeOpenAIServer:
             message = f"File {stored.id} has purpose {stored.purpose!r}, not 'batch'."
             return Reply.error(400, message, param="input_file_id", code="invalid_value")
         return None
+
+    def _list_batches_endpoint(self, _request: RecordedRequest, _groups: tuple[str, ...]) -> Reply:
+        """The batches, newest first, in one page (a listing does not move a batch on)."""
+        with self._lock:
+            data = [batch.to_json() for batch in reversed(self._batches.values())]
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        page = {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
+        return Reply(body=page)
 
     def _batch_endpoint(self, _request: RecordedRequest, groups: tuple[str, ...]) -> Reply:
         with self._lock:
