@@ -21,12 +21,13 @@ from pipeline.errors import (
     AnswerRejected,
     ModelError,
     ModelUnavailable,
+    RecordingUnwritable,
     ReplyFiltered,
     ReplyRefused,
     ReplyTruncated,
 )
 from pipeline.ingest.article import Article
-from pipeline.model.base import CallKey, ChatModel, ModelRequest
+from pipeline.model.base import CallKey, ChatModel, ModelReply, ModelRequest
 from pipeline.prompts import Message, PromptBook
 from pipeline.schema import (
     LANGS,
@@ -147,14 +148,11 @@ class Analyzer:
             except ModelUnavailable as exc:
                 talk.endpoint_errors.update(exc.endpoint_errors)
                 raise
-            talk.usage = talk.usage + reply.usage
-            if reply.batch:
-                talk.paid_batch = talk.paid_batch + reply.usage
-            elif not reply.journaled:
-                talk.paid = talk.paid + reply.usage
-            talk.stale = talk.stale or reply.stale
-            talk.usage_estimated = talk.usage_estimated or reply.usage_estimated
-            talk.endpoint_errors.update(reply.endpoint_errors)
+            except RecordingUnwritable as exc:  # answered (and paid for), then not recorded
+                if exc.reply is not None:
+                    _count(talk, exc.reply)
+                raise
+            _count(talk, reply)
             if reply.refusal:
                 talk.spoiled = True
                 raise ReplyRefused(f"the model refused the {talk.call} call: {reply.refusal[:200]}")
@@ -256,6 +254,18 @@ def _total(talks: dict[Lang, Conversation], which: str = "usage") -> Usage:
 
 def _estimated(talks: dict[Lang, Conversation]) -> bool:
     return any(t.usage_estimated for t in talks.values())
+
+
+def _count(talk: Conversation, reply: ModelReply) -> None:
+    """Add a reply's tokens, cost and endpoint errors to its call's."""
+    talk.usage = talk.usage + reply.usage
+    if reply.batch:
+        talk.paid_batch = talk.paid_batch + reply.usage
+    elif not reply.journaled:
+        talk.paid = talk.paid + reply.usage
+    talk.stale = talk.stale or reply.stale
+    talk.usage_estimated = talk.usage_estimated or reply.usage_estimated
+    talk.endpoint_errors.update(reply.endpoint_errors)
 
 
 def _endpoint_errors(talks: dict[Lang, Conversation]) -> dict[str, int]:

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pipeline.model.base import ModelReply
     from pipeline.validate.findings import Finding
 
 
@@ -96,9 +97,14 @@ class RecordingMissing(ModelError):
 
 class RecordingUnwritable(ModelError):
     """--record could not save a call (the answer itself is journaled: it is not paid for again).
-    Every later recording would fail the same way, so the run stops starting articles."""
+    Every later recording would fail the same way, so the run stops starting articles. `reply` is
+    the answer, whose cost the article's entry still counts."""
 
     fatal = True
+
+    def __init__(self, message: str, reply: ModelReply | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 class RecordingStale(ModelError):

@@ -196,6 +196,10 @@ def test_a_recordings_folder_that_cannot_be_written_stops_the_run_and_nothing_is
     assert [a["status"] for a in report["articles"]].count("not_started") == 1  # type: ignore[union-attr, index]
     paid = len([r for r in server.requests if r.path.endswith("/chat/completions")])
     assert paid == 2, "both calls of the first article were made once"
+    entry: dict[str, Any] = failed[0]  # type: ignore[assignment]
+    recorded = [json.loads((RECORDINGS / entry["id"] / f"{c}-0.json").read_text()) for c in ("en", "zh")]
+    paid_tokens = sum(r["response"]["usage"]["prompt_tokens"] for r in recorded)
+    assert entry["usage"]["prompt_tokens"] == paid_tokens, "answered and paid for, though not recorded"
 
     again = newsdesk(
         "run", *articles, "--out", str(out), "--base-url", server.base_url, "--record", str(good)
@@ -206,6 +210,9 @@ def test_a_recordings_folder_that_cannot_be_written_stops_the_run_and_nothing_is
         "the first article's answers came from the journal: only the second one's are new"
     )
     assert len(list(good.rglob("*.json"))) == 4, "the journaled answers were recorded on the rerun"
+    entries: list[dict[str, Any]] = report_of(out)["articles"]  # type: ignore[assignment]
+    (entry,) = [e for e in entries if e["id"] == entry["id"]]
+    assert entry["usage"]["prompt_tokens"] == 0, "the first run reported what it paid: not again"
 
 
 def test_replay_without_a_recording_says_how_to_record(tmp_path: Path) -> None:

@@ -116,7 +116,8 @@ class RecordingModel:
         except OSError as exc:
             raise RecordingUnwritable(
                 f"cannot save the recording {path} ({exc.strerror or exc}); make --record {self.folder} "
-                "a writable folder (the answer is kept in the call journal, so it is not paid for again)"
+                "a writable folder (the answer is kept in the call journal, so it is not paid for again)",
+                reply,
             ) from None
         return reply
 
