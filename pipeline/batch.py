@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import openai
-from openai.types import Batch
+from openai.types import Batch, FileObject
 
 from pipeline.config import Settings
 from pipeline.emit.write import atomic_write_text
@@ -176,35 +176,42 @@ async def _submit(
 ) -> dict[str, Any]:
     data = ("\n".join(batch_line(r) for r in requests) + "\n").encode()
     uploaded = await client.files.create(file=("newsdesk-batch.jsonl", data), purpose="batch")
-    batch = await _create_batch(client, settings, uploaded.id)
+    batch = await _create_batch(client, settings, uploaded)
     sent = {custom_id(request): request_sha256(request.body) for request in requests}
     progress.note(f"batch {batch.id} submitted with {len(requests)} request(s)")
     return {"batch_id": batch.id, "input_file_id": uploaded.id, "requests": len(requests), "sent": sent}
 
 
 CREATE_ATTEMPTS = 4
+LOOKUP_LIMIT = 5000
 
 
-async def _create_batch(client: openai.AsyncOpenAI, settings: Settings, file_id: str) -> Batch:
+async def _create_batch(client: openai.AsyncOpenAI, settings: Settings, uploaded: FileObject) -> Batch:
     """Create the batch of an uploaded file, without the SDK's blind retries: an attempt that
     failed where the endpoint may have made the batch anyway (a dropped connection, a 5xx) is
     followed by a look for a batch of this file, and the batch is created again only if none is
-    there (else it would run, and be paid, twice)."""
+    there (else it would run, and be paid for, twice). An endpoint that cannot list its batches
+    is asked again, as the SDK would."""
     creator = client.with_options(max_retries=0)
     failure: Exception | None = None
     for attempt in range(CREATE_ATTEMPTS):
         if attempt:
             await asyncio.sleep(min(30.0, settings.batch_poll_s * 2**attempt))
             try:
-                made = await _batch_of_file(creator, file_id)
-            except (openai.APIConnectionError, openai.APIStatusError) as exc:
+                made = await _batch_of_file(creator, uploaded)
+            except openai.APIStatusError as exc:
+                if exc.status_code not in (404, 405, 501):  # it lists batches: look again later
+                    failure = exc
+                    continue
+                made = None
+            except openai.APIConnectionError as exc:
                 failure = exc  # it cannot be told whether the batch was made: look again later
                 continue
             if made is not None:
                 return made
         try:
             return await creator.batches.create(
-                input_file_id=file_id,
+                input_file_id=uploaded.id,
                 endpoint=ENDPOINT,
                 completion_window=settings.batch_completion_window,  # type: ignore[arg-type]
                 metadata={"tool": "newsdesk"},
@@ -219,10 +226,17 @@ async def _create_batch(client: openai.AsyncOpenAI, settings: Settings, file_id:
     raise failure
 
 
-async def _batch_of_file(client: openai.AsyncOpenAI, file_id: str) -> Batch | None:
-    """The batch made of the uploaded file `file_id`, among the endpoint's latest batches."""
-    page = await client.batches.list(limit=100)
-    return next((batch for batch in page.data if batch.input_file_id == file_id), None)
+async def _batch_of_file(client: openai.AsyncOpenAI, uploaded: FileObject) -> Batch | None:
+    """The batch made of the uploaded file, if any: batches are listed newest first, so the look
+    ends at the first one made an hour before the file (or after LOOKUP_LIMIT batches)."""
+    seen = 0
+    async for batch in client.batches.list(limit=100):
+        if batch.input_file_id == uploaded.id:
+            return batch
+        seen += 1
+        if batch.created_at < uploaded.created_at - 3600 or seen >= LOOKUP_LIMIT:
+            return None
+    return None
 
 
 def _save_state(path: Path, saved: list[dict[str, Any]]) -> None:

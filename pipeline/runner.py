@@ -331,7 +331,7 @@ class Runner:
                 self.halted = entry.error or "the endpoint failed"
                 self.progress.note(f"stopping: {self.halted}")
             record(entry)
-            if self.journal is not None and entry.status == "failed":
+            if self.journal is not None and entry.status == "failed" and entry.attempts:
                 self.journal.account(article.id)  # what the entry counts, no later run counts again
         finally:
             slots.release()
@@ -355,6 +355,8 @@ class Runner:
             note = "outputs exist for this content, prompt version and model"
             if done_as != item.id:  # the file was renamed, or lines were added above it in a .jsonl
                 note += f", as {done_as}"
+            if self.journal is not None:  # answers left by a run stopped as it wrote the article
+                self.journal.forget(done_as)
             return ArticleEntry(id=done_as, source=item.input_path, status="skipped", notes=[note])
         return None
 

@@ -6,10 +6,11 @@ journal once its outputs are written, drops the answers of a failed article's ca
 refused, filtered, cut off or rejected by the checks (a retry must ask again, not replay them),
 and drops it all when ``--force`` redoes the article.
 
-Each answer also says which run counted its cost (``paid_in``) and whether an article entry of
-that run's report holds it (``accounted``). A run reports the cost of every answer it uses that no
-report holds yet: its own calls, the Batch API answers it collected, and the calls a run that was
-killed (or interrupted mid-article) paid for but never reported, once.
+Each answer also says which run made the call (``paid_in``; none for a Batch API answer) and
+whether an article entry in a report holds its cost (``accounted``, set once a failed article's
+entry is recorded; a finished article's journal is cleared). A run reports the cost of each answer
+it uses that no report holds: the Batch API answers, and the calls of a run that was killed (or
+interrupted mid-article) before it reported them; once, however often it uses them.
 """
 
 from __future__ import annotations
@@ -31,7 +32,20 @@ class JournaledModel:
     def __init__(self, inner: ChatModel, folder: Path) -> None:
         self.inner = inner
         self.folder = folder
-        self.run_id: str | None = None  # the run under way: a batch answer it collects is paid by it
+        self._run_id: str | None = None
+        self._counted: set[Path] = set()
+
+    @property
+    def run_id(self) -> str | None:
+        """The run under way: it pays for the calls it makes and reports the answers it counts."""
+        return self._run_id
+
+    @run_id.setter
+    def run_id(self, run_id: str | None) -> None:
+        self._run_id = run_id
+        # the answers whose cost the run has counted: in memory, since a run killed before its
+        # report has reported nothing, and the next run counts them again
+        self._counted = set()
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         path = recording_path(self.folder, request)
@@ -79,12 +93,12 @@ class JournaledModel:
             if document.get("batch") and document.get("batch_run") == self.run_id:
                 return replace(reply, batch=True)
             return replace(reply, journaled=True)
-        counted_here = document.get("paid_in") is not None and document.get("paid_in") == self.run_id
-        if document["accounted"] or counted_here:
+        made_here = document.get("paid_in") is not None and document.get("paid_in") == self.run_id
+        if document["accounted"] or made_here or path in self._counted:
             return replace(reply, journaled=True)  # in a report already, or counted by this run
         # a Batch API answer used for the first time, or a call of a run that ended before it
         # reported it (killed, or interrupted mid-article): this run counts it, once
-        self._write(path, {**document, "paid_in": self.run_id})
+        self._counted.add(path)
         return replace(reply, batch=bool(document.get("batch")))
 
     def _document(self, path: Path, request: ModelRequest) -> dict[str, Any] | None:

@@ -46,7 +46,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Self, TypeAlias, cast, get_args
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 JSONDict: TypeAlias = dict[str, Any]
 Body: TypeAlias = "JSONDict | list[Any] | str | bytes | None"
@@ -668,6 +668,7 @@ class RecordedRequest:
     body: Any  # the parsed JSON body, or None
     raw: bytes = field(default=b"", repr=False)
     received_at: float = field(default_factory=time.monotonic)  # for checking waits between retries
+    query: dict[str, str] = field(default_factory=dict)  # the query string's parameters
 
 
 Endpoint: TypeAlias = Callable[[RecordedRequest, "tuple[str, ...]"], Reply]
@@ -777,8 +778,9 @@ class FakeOpenAIServer:
 
     def handle(self, method: str, target: str, headers: Mapping[str, str], raw: bytes) -> Reply:
         """Answer one HTTP request (``headers`` with lower-cased names)."""
-        path = urlsplit(target).path
-        request = RecordedRequest(method, path, dict(headers), _json_or_none(raw), raw)
+        parts = urlsplit(target)
+        query = dict(parse_qsl(parts.query))
+        request = RecordedRequest(method, parts.path, dict(headers), _json_or_none(raw), raw, query=query)
         with self._lock:
             self._requests.append(request)
         reply = self._guarded_route(request)
@@ -964,13 +966,21 @@ class FakeOpenAIServer:
             return Reply.error(400, message, param="input_file_id", code="invalid_value")
         return None
 
-    def _list_batches_endpoint(self, _request: RecordedRequest, _groups: tuple[str, ...]) -> Reply:
-        """The batches, newest first, in one page (a listing does not move a batch on)."""
+    def _list_batches_endpoint(self, request: RecordedRequest, _groups: tuple[str, ...]) -> Reply:
+        """The batches, newest first, a page of `limit` after the batch `after` (a listing does not
+        move a batch on)."""
+        limit = int(request.query.get("limit", "20"))
         with self._lock:
-            data = [batch.to_json() for batch in reversed(self._batches.values())]
+            newest_first = [batch.to_json() for batch in reversed(self._batches.values())]
+        ids = [batch["id"] for batch in newest_first]
+        after = request.query.get("after")
+        start = ids.index(after) + 1 if after in ids else 0
+        data = newest_first[start : start + limit]
         first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
-        page = {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
-        return Reply(body=page)
+        more = start + limit < len(newest_first)
+        return Reply(
+            body={"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": more}
+        )
 
     def _batch_endpoint(self, _request: RecordedRequest, groups: tuple[str, ...]) -> Reply:
         with self._lock:
