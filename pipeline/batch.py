@@ -3,8 +3,9 @@
 1. The first request of every call (``en`` and ``zh``) of every article still to do goes into
    a JSONL file, each line the same body live mode would send, with ``custom_id`` =
    ``<article id>:<call>:0`` (several files when they are more than one batch takes). Each file is
-   uploaded and a batch created; its id is saved in ``OUT/.batch/state.json`` at once, so a rerun
-   resumes polling instead of submitting again, and sends only what no saved batch holds.
+   uploaded and saved in ``OUT/.batch/state.json``, then its batch made and its id saved at once,
+   so a rerun resumes polling instead of submitting again, and sends only what no saved batch
+   holds (an upload whose batch may or may not have been made is looked for first).
 2. Each batch is polled until it ends; its output file is downloaded and each answer written to
    the call journal (``OUT/.calls``); the error file's lines are simply not journaled.
 3. The normal run follows: the journal answers the batched calls, and whatever failed in the
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import openai
-from openai.types import Batch, FileObject
+from openai.types import Batch
 
 from pipeline.config import Settings
 from pipeline.emit.write import atomic_write_text
@@ -73,8 +74,18 @@ async def run_batch(
 
     async def submit_and_collect(events: EventLog) -> None:  # runs inside the output folder's lock
         state_path = options.out / STATE
-        saved = []
-        for record in _read_state(state_path):
+        records = _read_state(state_path)
+        saved: list[dict[str, Any]] = []
+        for record in list(records):
+            if not record.get("batch_id"):  # a run stopped before it knew whether its batch was made
+                record["lost"] = True  # so its batch is looked for before one is made
+                try:
+                    await _create_batch(client, settings, record, state_path, records)
+                except openai.APIStatusError:  # refused (the file expired, say): no batch of it runs
+                    _warn(progress, events, "batch_upload_dropped", input_file_id=record["input_file_id"],
+                         message=f"the uploaded file {record['input_file_id']} of a stopped run could not "
+                                 "be made a batch: its requests are sent again")  # fmt: skip
+                    continue
             if await _known(client, record):
                 saved.append(record)
             else:
@@ -90,9 +101,10 @@ async def run_batch(
         covered = _covered(saved, requests)
         unsent = [r for key, r in requests.items() if key not in covered]
         for chunk in _chunks(unsent, settings.batch_max_requests, int(settings.batch_max_mb * 1_000_000)):
-            record = await _submit(client, settings, chunk, progress)
+            record = await _upload(client, chunk)
             saved.append(record)
-            _save_state(state_path, saved)  # at once, before anything else can fail
+            await _create_batch(client, settings, record, state_path, saved)
+            progress.note(f"batch {record['batch_id']} submitted with {len(chunk)} request(s)")
             events.emit("batch_submitted", batch_id=record["batch_id"], requests=len(chunk))
         for record in saved:
             await _collect(client, settings, record, requests, journal, progress, redactor, events)
@@ -171,70 +183,86 @@ def _chunks(requests: list[ModelRequest], max_requests: int, max_bytes: int) -> 
         yield chunk
 
 
-async def _submit(
-    client: openai.AsyncOpenAI, settings: Settings, requests: list[ModelRequest], progress: Progress
-) -> dict[str, Any]:
+async def _upload(client: openai.AsyncOpenAI, requests: list[ModelRequest]) -> dict[str, Any]:
+    """Upload the input file of a batch: its record, without a batch yet."""
     data = ("\n".join(batch_line(r) for r in requests) + "\n").encode()
     uploaded = await client.files.create(file=("newsdesk-batch.jsonl", data), purpose="batch")
-    batch = await _create_batch(client, settings, uploaded)
     sent = {custom_id(request): request_sha256(request.body) for request in requests}
-    progress.note(f"batch {batch.id} submitted with {len(requests)} request(s)")
-    return {"batch_id": batch.id, "input_file_id": uploaded.id, "requests": len(requests), "sent": sent}
+    return {"batch_id": None, "input_file_id": uploaded.id, "uploaded_at": uploaded.created_at,
+            "requests": len(requests), "sent": sent}  # fmt: skip
 
 
 CREATE_ATTEMPTS = 4
 LOOKUP_LIMIT = 5000
 
 
-async def _create_batch(client: openai.AsyncOpenAI, settings: Settings, uploaded: FileObject) -> Batch:
-    """Create the batch of an uploaded file, without the SDK's blind retries: an attempt that
-    failed where the endpoint may have made the batch anyway (a dropped connection, a 5xx) is
-    followed by a look for a batch of this file, and the batch is created again only if none is
-    there (else it would run, and be paid for, twice). An endpoint that cannot list its batches
-    is asked again, as the SDK would."""
+async def _create_batch(
+    client: openai.AsyncOpenAI, settings: Settings, record: dict[str, Any], state_path: Path,
+    saved: list[dict[str, Any]],
+) -> None:  # fmt: skip
+    """Make the batch of an uploaded file and save its id in `record` and the state.
+
+    The record is saved first: a run that stops before it knows whether the endpoint made the
+    batch leaves the file for the next run to look for. The SDK's blind retries are off: after
+    an attempt that failed where the endpoint may have made the batch anyway (a dropped
+    connection, a 5xx), the batch of this file is looked for, and made again only if there is none
+    (else it would run, and be paid for, twice). An endpoint that cannot list its batches is
+    asked again, as the SDK would."""
+    _save_state(state_path, saved)
     creator = client.with_options(max_retries=0)
     failure: Exception | None = None
     for attempt in range(CREATE_ATTEMPTS):
-        if attempt:
-            await asyncio.sleep(min(30.0, settings.batch_poll_s * 2**attempt))
+        made: Batch | None = None
+        if attempt or record.get("lost"):
+            if attempt:
+                await asyncio.sleep(min(30.0, settings.batch_poll_s * 2**attempt))
             try:
-                made = await _batch_of_file(creator, uploaded)
+                made = await _batch_of_file(creator, record["input_file_id"], record.get("uploaded_at") or 0)
             except openai.APIStatusError as exc:
                 if exc.status_code not in (404, 405, 501):  # it lists batches: look again later
                     failure = exc
                     continue
-                made = None
             except openai.APIConnectionError as exc:
                 failure = exc  # it cannot be told whether the batch was made: look again later
                 continue
-            if made is not None:
-                return made
-        try:
-            return await creator.batches.create(
-                input_file_id=uploaded.id,
-                endpoint=ENDPOINT,
-                completion_window=settings.batch_completion_window,  # type: ignore[arg-type]
-                metadata={"tool": "newsdesk"},
-            )
-        except openai.APIStatusError as exc:
-            if exc.status_code < 500 and exc.status_code not in (408, 409, 429):
-                raise  # refused: no batch was made
-            failure = exc
-        except openai.APIConnectionError as exc:
-            failure = exc
+        if made is None:
+            try:
+                made = await creator.batches.create(
+                    input_file_id=record["input_file_id"],
+                    endpoint=ENDPOINT,
+                    completion_window=settings.batch_completion_window,  # type: ignore[arg-type]
+                    metadata={"tool": "newsdesk"},
+                )
+            except openai.APIStatusError as exc:
+                if exc.status_code < 500 and exc.status_code not in (408, 409, 429):
+                    saved.remove(record)  # refused: no batch was made, and none will be of this file
+                    _save_state(state_path, saved)
+                    raise
+                failure = exc
+                record["lost"] = True
+                continue
+            except openai.APIConnectionError as exc:
+                failure = exc
+                record["lost"] = True
+                continue
+        record.pop("lost", None)
+        record["batch_id"] = made.id
+        _save_state(state_path, saved)
+        return
+    _save_state(state_path, saved)  # with "lost": the next run looks for the batch before making one
     assert failure is not None
     raise failure
 
 
-async def _batch_of_file(client: openai.AsyncOpenAI, uploaded: FileObject) -> Batch | None:
+async def _batch_of_file(client: openai.AsyncOpenAI, file_id: str, uploaded_at: int) -> Batch | None:
     """The batch made of the uploaded file, if any: batches are listed newest first, so the look
     ends at the first one made an hour before the file (or after LOOKUP_LIMIT batches)."""
     seen = 0
     async for batch in client.batches.list(limit=100):
-        if batch.input_file_id == uploaded.id:
+        if batch.input_file_id == file_id:
             return batch
         seen += 1
-        if batch.created_at < uploaded.created_at - 3600 or seen >= LOOKUP_LIMIT:
+        if batch.created_at < uploaded_at - 3600 or seen >= LOOKUP_LIMIT:
             return None
     return None
 
@@ -331,7 +359,9 @@ async def _known(client: openai.AsyncOpenAI, record: dict[str, Any]) -> bool:
 def _read_state(path: Path) -> list[dict[str, Any]]:
     """The saved batches, oldest first, each with the requests it holds (``sent``: custom id ->
     request hash; None for the one batch an older version saved without that list: it holds them
-    all). A record this cannot use (hand-edited, torn) is left out: its requests are sent again."""
+    all), and the uploads of a run stopped before it knew whether their batch was made (no
+    ``batch_id``). A record this cannot use (hand-edited, torn) is left out: its requests are
+    sent again."""
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
@@ -344,8 +374,20 @@ def _read_state(path: Path) -> list[dict[str, Any]]:
     batches = state["batches"]
     if not isinstance(batches, list):
         return []
-    return [b for b in batches if _names_a_batch(b) and "sent" in b and isinstance(b["sent"], dict | None)]
+    return [
+        b for b in batches
+        if isinstance(b, dict) and (_names_a_batch(b) or _names_an_upload(b)) and _holds_requests(b)
+    ]  # fmt: skip
 
 
-def _names_a_batch(record: object) -> bool:
+def _names_an_upload(record: dict[str, Any]) -> bool:
+    file_id = record.get("input_file_id")
+    return record.get("batch_id") is None and isinstance(file_id, str) and bool(file_id)
+
+
+def _holds_requests(record: dict[str, Any]) -> bool:
+    return "sent" in record and isinstance(record["sent"], dict | None)
+
+
+def _names_a_batch(record: Any) -> bool:
     return isinstance(record, dict) and isinstance(record.get("batch_id"), str) and bool(record["batch_id"])

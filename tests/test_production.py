@@ -1234,6 +1234,54 @@ def test_a_lost_batch_is_looked_for_past_the_first_page_of_the_listing(
     assert report_of(out)["counts"]["ok"] == 13
 
 
+class ListingDown(LosesTheAnswerToTheFirstBatch):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.listing_down = True
+
+    def _list_batches_endpoint(self, request: RecordedRequest, groups: tuple[str, ...]) -> Reply:
+        if self.listing_down:
+            return Reply.error(503, "Service unavailable", error_type="server_error")
+        return super()._list_batches_endpoint(request, groups)
+
+
+def test_a_run_that_cannot_tell_whether_its_batch_was_made_leaves_it_to_the_next(
+    batch_config: Path, tmp_path: Path
+) -> None:
+    """Its creation answer lost and the listing down: the run fails, and the next run finds the
+    batch of the uploaded file instead of uploading and paying for another."""
+    out = tmp_path / "out"
+    args = ("run", str(ARTICLES), "--out", str(out), "--batch-api", "--config", str(batch_config))
+    with ListingDown(RECORDINGS, api_key=API_KEY, lost=Reply(drop=True)) as server:
+        first = newsdesk(*args, "--base-url", server.base_url)
+        assert first.returncode == 1 and "the Batch API failed" in first.stderr, first.stderr
+        (upload,) = json.loads((out / STATE).read_text(encoding="utf-8"))["batches"]
+        assert upload["batch_id"] is None and upload["input_file_id"]
+        server.listing_down = False
+        second = newsdesk(*args, "--base-url", server.base_url)
+        uploads, created, live = posts(server, "/v1/files"), posts(server, "/v1/batches"), chats(server)
+    assert second.returncode == 0, second.stderr
+    assert len(uploads) == 1 and len(created) == 1, "one file, one batch"
+    assert live == []
+    assert report_of(out)["counts"]["ok"] == 13
+    assert not (out / STATE).exists()
+
+
+def test_an_upload_left_by_a_stopped_run_that_is_gone_is_dropped_with_a_warning(
+    server: FakeOpenAIServer, batch_config: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    (out / STATE).parent.mkdir(parents=True)
+    upload = {"batch_id": None, "input_file_id": "file-expired", "uploaded_at": 0, "requests": 26, "sent": {}}
+    (out / STATE).write_text(json.dumps({"batches": [upload]}), encoding="utf-8")
+    result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url, "--batch-api",
+                      "--config", str(batch_config))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "file-expired of a stopped run could not be made a batch" in result.stderr
+    assert len(posts(server, "/v1/batches")) == 2, "refused once, then this run's own batch"
+    assert report_of(out)["counts"]["ok"] == 13 and chats(server) == []
+
+
 def test_an_endpoint_that_cannot_list_batches_is_asked_to_create_it_again(
     batch_config: Path, tmp_path: Path
 ) -> None:
