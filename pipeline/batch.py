@@ -75,35 +75,39 @@ async def run_batch(
     async def submit_and_collect(events: EventLog) -> None:  # runs inside the output folder's lock
         state_path = options.out / STATE
         records = _read_state(state_path)
-        saved: list[dict[str, Any]] = []
-        for record in list(records):
-            if not record.get("batch_id"):  # a run stopped before it knew whether its batch was made
-                record["lost"] = True  # so its batch is looked for before one is made
-                try:
-                    await _create_batch(client, settings, record, state_path, records)
-                except openai.APIStatusError:  # refused (the file expired, say): no batch of it runs
-                    _warn(progress, events, "batch_upload_dropped", input_file_id=record["input_file_id"],
-                         message=f"the uploaded file {record['input_file_id']} of a stopped run could not "
-                                 "be made a batch: its requests are sent again")  # fmt: skip
-                    continue
-            if await _known(client, record):
-                saved.append(record)
-            else:
+        for record in [r for r in records if r.get("batch_id")]:
+            if not await _known(client, record):
+                records.remove(record)
                 _warn(progress, events, "batch_unknown", batch_id=record["batch_id"],
                      message=f"the endpoint does not know the saved batch {record['batch_id']} (expired, or "
                              "made at another endpoint): the pending requests are sent again")  # fmt: skip
         # --force drops the journal of the articles to redo now, once: the answers the batch brings
         # back are then this run's, and the runner, told so, keeps them
-        forget = options.force and not saved
+        forget = options.force and not records
         pending = _pending_requests(runner, book, journal, paths, options, forget)
         requests = {custom_id(r): r for r in pending}
         options.journal_is_fresh = True
+        for record in [r for r in records if not r.get("batch_id")]:  # a stopped run's uploads
+            if not _still_wanted(record, requests):  # done since, or changed: no batch of it is needed
+                records.remove(record)
+                continue
+            record["lost"] = True  # it may have been made a batch: that is looked for first
+            try:
+                await _create_batch(client, settings, record, state_path, records)
+            except _Refused:  # the file expired, say: no batch of it runs
+                _warn(progress, events, "batch_upload_dropped", input_file_id=record["input_file_id"],
+                     message=f"the uploaded file {record['input_file_id']} of a stopped run could not "
+                             "be made a batch: its requests are sent again")  # fmt: skip
+        saved = records
         covered = _covered(saved, requests)
         unsent = [r for key, r in requests.items() if key not in covered]
         for chunk in _chunks(unsent, settings.batch_max_requests, int(settings.batch_max_mb * 1_000_000)):
             record = await _upload(client, chunk)
             saved.append(record)
-            await _create_batch(client, settings, record, state_path, saved)
+            try:
+                await _create_batch(client, settings, record, state_path, saved)
+            except _Refused as refused:
+                raise refused.error from None
             progress.note(f"batch {record['batch_id']} submitted with {len(chunk)} request(s)")
             events.emit("batch_submitted", batch_id=record["batch_id"], requests=len(chunk))
         for record in saved:
@@ -158,6 +162,12 @@ def _pending_requests(
     return requests
 
 
+def _still_wanted(record: dict[str, Any], requests: dict[str, ModelRequest]) -> bool:
+    """Whether an upload holds a request this run still needs answered (the same request)."""
+    sent: dict[str, str] = record["sent"] or {}
+    return any(key in requests and request_sha256(requests[key].body) == sha for key, sha in sent.items())
+
+
 def _covered(saved: list[dict[str, Any]], requests: dict[str, ModelRequest]) -> set[str]:
     """The requests the saved batches already hold (the one batch an older version saved, without
     its list of requests, holds all of them)."""
@@ -193,6 +203,16 @@ async def _upload(client: openai.AsyncOpenAI, requests: list[ModelRequest]) -> d
 
 
 CREATE_ATTEMPTS = 4
+
+
+class _Refused(Exception):
+    """The endpoint refused to make a batch of the file (a 4xx), and none of it exists."""
+
+    def __init__(self, error: openai.APIStatusError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 LOOKUP_LIMIT = 5000
 
 
@@ -213,15 +233,18 @@ async def _create_batch(
     failure: Exception | None = None
     for attempt in range(CREATE_ATTEMPTS):
         made: Batch | None = None
+        looked = False  # whether the listing was read, and holds no batch of the file
         if attempt or record.get("lost"):
             if attempt:
                 await asyncio.sleep(min(30.0, settings.batch_poll_s * 2**attempt))
             try:
                 made = await _batch_of_file(creator, record["input_file_id"], record.get("uploaded_at") or 0)
+                looked = made is None
             except openai.APIStatusError as exc:
                 if exc.status_code not in (404, 405, 501):  # it lists batches: look again later
                     failure = exc
                     continue
+                # it cannot list them: asked again, as the SDK would
             except openai.APIConnectionError as exc:
                 failure = exc  # it cannot be told whether the batch was made: look again later
                 continue
@@ -235,9 +258,12 @@ async def _create_batch(
                 )
             except openai.APIStatusError as exc:
                 if exc.status_code < 500 and exc.status_code not in (408, 409, 429):
-                    saved.remove(record)  # refused: no batch was made, and none will be of this file
+                    if record.get("lost") and not looked:  # an earlier attempt may have made it
+                        _save_state(state_path, saved)
+                        raise
+                    saved.remove(record)  # refused, and no batch of this file exists
                     _save_state(state_path, saved)
-                    raise
+                    raise _Refused(exc) from None
                 failure = exc
                 record["lost"] = True
                 continue
@@ -382,7 +408,8 @@ def _read_state(path: Path) -> list[dict[str, Any]]:
 
 def _names_an_upload(record: dict[str, Any]) -> bool:
     file_id = record.get("input_file_id")
-    return record.get("batch_id") is None and isinstance(file_id, str) and bool(file_id)
+    uploaded = isinstance(record.get("uploaded_at", 0), int)
+    return record.get("batch_id") is None and isinstance(file_id, str) and bool(file_id) and uploaded
 
 
 def _holds_requests(record: dict[str, Any]) -> bool:

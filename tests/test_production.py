@@ -39,6 +39,7 @@ from pipeline.batch import (
     _read_state,
     _save_state,
     batch_line,
+    custom_id,
 )
 from pipeline.cli import app
 from pipeline.config import Settings, resolve_settings
@@ -1257,6 +1258,10 @@ def test_a_run_that_cannot_tell_whether_its_batch_was_made_leaves_it_to_the_next
         assert first.returncode == 1 and "the Batch API failed" in first.stderr, first.stderr
         (upload,) = json.loads((out / STATE).read_text(encoding="utf-8"))["batches"]
         assert upload["batch_id"] is None and upload["input_file_id"]
+        still_down = newsdesk(*args, "--base-url", server.base_url)
+        assert still_down.returncode == 1, "it still cannot tell: it fails again, keeping the upload"
+        assert json.loads((out / STATE).read_text(encoding="utf-8"))["batches"][0]["batch_id"] is None
+        assert len(posts(server, "/v1/files")) == 1 and len(posts(server, "/v1/batches")) == 1
         server.listing_down = False
         second = newsdesk(*args, "--base-url", server.base_url)
         uploads, created, live = posts(server, "/v1/files"), posts(server, "/v1/batches"), chats(server)
@@ -1267,18 +1272,40 @@ def test_a_run_that_cannot_tell_whether_its_batch_was_made_leaves_it_to_the_next
     assert not (out / STATE).exists()
 
 
-def test_an_upload_left_by_a_stopped_run_that_is_gone_is_dropped_with_a_warning(
-    server: FakeOpenAIServer, batch_config: Path, tmp_path: Path
+def pending_requests(server: FakeOpenAIServer, config: Path, out: Path) -> list[ModelRequest]:
+    """The requests a --batch-api run over the fixtures would send (for planting a saved state)."""
+    settings = resolve_settings({"base_url": server.base_url}, config)
+    book = PromptBook(settings)
+    journal = JournaledModel(ReplayModel(RECORDINGS), out / JOURNAL_DIR)
+    runner = Runner(settings, journal, book, PlainProgress(io.StringIO()), journal)
+    return _pending_requests(runner, book, journal, [ARTICLES], RunOptions(out=out))
+
+
+@pytest.mark.parametrize("wanted", [True, False])
+def test_an_upload_left_by_a_stopped_run_is_dropped_if_gone_or_no_longer_wanted(
+    wanted: bool, server: FakeOpenAIServer, batch_config: Path, tmp_path: Path
 ) -> None:
+    """Its file expired (the endpoint refuses it), or its requests are done or changed since: no
+    batch of it is made, and this run's own requests go as its own batch."""
     out = tmp_path / "out"
+    sent = {custom_id(r): request_sha256(r.body) for r in pending_requests(server, batch_config, out)}
+    if not wanted:
+        sent = {key: "another request" for key in sent}
     (out / STATE).parent.mkdir(parents=True)
-    upload = {"batch_id": None, "input_file_id": "file-expired", "uploaded_at": 0, "requests": 26, "sent": {}}
+    upload = {
+        "batch_id": None,
+        "input_file_id": "file-expired",
+        "uploaded_at": 0,
+        "requests": 26,
+        "sent": sent,
+    }
     (out / STATE).write_text(json.dumps({"batches": [upload]}), encoding="utf-8")
     result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url, "--batch-api",
                       "--config", str(batch_config))  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "file-expired of a stopped run could not be made a batch" in result.stderr
-    assert len(posts(server, "/v1/batches")) == 2, "refused once, then this run's own batch"
+    dropped = "file-expired of a stopped run could not be made a batch" in result.stderr
+    assert dropped is wanted
+    assert len(posts(server, "/v1/batches")) == (2 if wanted else 1), "refused once, then this run's own"
     assert report_of(out)["counts"]["ok"] == 13 and chats(server) == []
 
 
