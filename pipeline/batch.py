@@ -202,7 +202,8 @@ async def _upload(client: openai.AsyncOpenAI, requests: list[ModelRequest]) -> d
             "requests": len(requests), "sent": sent}  # fmt: skip
 
 
-CREATE_ATTEMPTS = 4
+CREATE_ATTEMPTS = 4  # to make a batch, with a look for it after each attempt that may have made it
+LOOKUP_LIMIT = 5000  # batches of the endpoint's listing read in one look
 
 
 class _Refused(Exception):
@@ -211,9 +212,6 @@ class _Refused(Exception):
     def __init__(self, error: openai.APIStatusError) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-LOOKUP_LIMIT = 5000
 
 
 async def _create_batch(
