@@ -1033,8 +1033,7 @@ def test_batch_api_sends_one_batch_and_no_live_call(
     server: FakeOpenAIServer, batch_config: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url, "--batch-api",
-                      "--config", str(batch_config))  # fmt: skip
+    result = batch_run(out, server, batch_config)
     assert result.returncode == 0, result.stderr
     report = report_of(out)
     assert report["mode"] == "batch"
@@ -1057,8 +1056,7 @@ def test_a_saved_batch_the_endpoint_no_longer_knows_is_submitted_again(
     out = tmp_path / "out"
     (out / STATE).parent.mkdir(parents=True)
     (out / STATE).write_text('{"batch_id": "batch_999999"}\n', encoding="utf-8")
-    result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url, "--batch-api",
-                      "--config", str(batch_config))  # fmt: skip
+    result = batch_run(out, server, batch_config)
     assert result.returncode == 0, result.stderr
     assert "does not know the saved batch batch_999999" in result.stderr
     assert report_of(out)["counts"]["ok"] == 13
@@ -1103,8 +1101,7 @@ def test_batch_api_resumes_a_submitted_batch_instead_of_submitting_again(
     (out / STATE).write_text(json.dumps(state) + "\n", encoding="utf-8")
     before = len(server.requests)
 
-    result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url, "--batch-api",
-                      "--config", str(batch_config))  # fmt: skip
+    result = batch_run(out, server, batch_config)
     assert result.returncode == 0, result.stderr
     assert report_of(out)["counts"]["ok"] == 13
     new = server.requests[before:]
@@ -1118,8 +1115,7 @@ def test_a_folder_bigger_than_one_batch_goes_as_several_batches(tmp_path: Path) 
     out = tmp_path / "out"
     config = write_config(tmp_path, "batch_poll_s = 0.05\nbatch_max_requests = 10\n" + PRICES)
     with FakeOpenAIServer(RECORDINGS, api_key=API_KEY, batch_max_requests=10) as limited:
-        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", limited.base_url,
-                          "--batch-api", "--config", str(config))  # fmt: skip
+        result = batch_run(out, limited, config)
         uploads = [r.raw.count(b'"custom_id"') for r in posts(limited, "/v1/files")]
         live = chats(limited)
     assert result.returncode == 0, result.stderr
@@ -1153,8 +1149,7 @@ def test_a_run_killed_between_batches_resumes_the_saved_one_and_sends_the_rest(t
         state = {"batches": [saved]}
         (out / STATE).write_text(json.dumps(state) + "\n", encoding="utf-8")
         before = len(server.requests)
-        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url,
-                          "--batch-api", "--config", str(config))  # fmt: skip
+        result = batch_run(out, server, config)
         new = server.requests[before:]
     assert result.returncode == 0, result.stderr
     assert report_of(out)["counts"]["ok"] == 13
@@ -1185,8 +1180,7 @@ def test_a_batch_whose_creation_answer_is_lost_is_found_not_made_twice(
     """Made twice, it would run, and be paid for, twice: the SDK's own retry would do just that."""
     out = tmp_path / "out"
     with LosesTheAnswerToTheFirstBatch(RECORDINGS, api_key=API_KEY, lost=lost) as server:
-        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url,
-                          "--batch-api", "--config", str(batch_config))  # fmt: skip
+        result = batch_run(out, server, batch_config)
         created = posts(server, "/v1/batches")
         looked = [r for r in server.requests if r.method == "GET" and r.path == "/v1/batches"]
         live = chats(server)
@@ -1225,8 +1219,7 @@ def test_a_lost_batch_is_looked_for_past_the_first_page_of_the_listing(
 ) -> None:
     out = tmp_path / "out"
     with BusyAccount(RECORDINGS, api_key=API_KEY, lost=Reply(drop=True)) as server:
-        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url,
-                          "--batch-api", "--config", str(batch_config))  # fmt: skip
+        result = batch_run(out, server, batch_config)
         created = posts(server, "/v1/batches")
         pages = [r for r in server.requests if r.method == "GET" and r.path == "/v1/batches"]
     assert result.returncode == 0, result.stderr
@@ -1252,18 +1245,17 @@ def test_a_run_that_cannot_tell_whether_its_batch_was_made_leaves_it_to_the_next
     """Its creation answer lost and the listing down: the run fails, and the next run finds the
     batch of the uploaded file instead of uploading and paying for another."""
     out = tmp_path / "out"
-    args = ("run", str(ARTICLES), "--out", str(out), "--batch-api", "--config", str(batch_config))
     with ListingDown(RECORDINGS, api_key=API_KEY, lost=Reply(drop=True)) as server:
-        first = newsdesk(*args, "--base-url", server.base_url)
+        first = batch_run(out, server, batch_config)
         assert first.returncode == 1 and "the Batch API failed" in first.stderr, first.stderr
         (upload,) = json.loads((out / STATE).read_text(encoding="utf-8"))["batches"]
         assert upload["batch_id"] is None and upload["input_file_id"]
-        still_down = newsdesk(*args, "--base-url", server.base_url)
+        still_down = batch_run(out, server, batch_config)
         assert still_down.returncode == 1, "it still cannot tell: it fails again, keeping the upload"
         assert json.loads((out / STATE).read_text(encoding="utf-8"))["batches"][0]["batch_id"] is None
         assert len(posts(server, "/v1/files")) == 1 and len(posts(server, "/v1/batches")) == 1
         server.listing_down = False
-        second = newsdesk(*args, "--base-url", server.base_url)
+        second = batch_run(out, server, batch_config)
         uploads, created, live = posts(server, "/v1/files"), posts(server, "/v1/batches"), chats(server)
     assert second.returncode == 0, second.stderr
     assert len(uploads) == 1 and len(created) == 1, "one file, one batch"
@@ -1300,8 +1292,7 @@ def test_an_upload_left_by_a_stopped_run_is_dropped_if_gone_or_no_longer_wanted(
         "sent": sent,
     }
     (out / STATE).write_text(json.dumps({"batches": [upload]}), encoding="utf-8")
-    result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url, "--batch-api",
-                      "--config", str(batch_config))  # fmt: skip
+    result = batch_run(out, server, batch_config)
     assert result.returncode == 0, result.stderr
     dropped = "file-expired of a stopped run could not be made a batch" in result.stderr
     assert dropped is wanted
@@ -1315,8 +1306,7 @@ def test_an_endpoint_that_cannot_list_batches_is_asked_to_create_it_again(
     """It cannot be told whether the lost batch was made: made again (as the SDK would), not a failed run."""
     out = tmp_path / "out"
     with CannotList(RECORDINGS, api_key=API_KEY, lost=Reply(drop=True)) as server:
-        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url,
-                          "--batch-api", "--config", str(batch_config))  # fmt: skip
+        result = batch_run(out, server, batch_config)
         created = posts(server, "/v1/batches")
     assert result.returncode == 0, result.stderr
     assert len(created) == 2
@@ -1359,8 +1349,7 @@ def test_batch_lines_that_fail_go_through_live_requests(batch_config: Path, tmp_
     plan = FaultPlan(queue=["500", None, "schema", "drop", None, "length"])
     out = tmp_path / "out"
     with FakeOpenAIServer(RECORDINGS, api_key=API_KEY, faults=plan) as faulty:
-        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", faulty.base_url,
-                          "--batch-api", "--config", str(batch_config))  # fmt: skip
+        result = batch_run(out, faulty, batch_config)
         live = chats(faulty)
         batches = posts(faulty, "/v1/batches")
     assert result.returncode == 0, result.stderr
@@ -1394,8 +1383,7 @@ def test_junk_lines_in_a_batch_output_file_go_through_live_requests(
 ) -> None:
     out = tmp_path / "out"
     with JunkInBatchOutput(RECORDINGS, api_key=API_KEY) as provider:
-        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", provider.base_url,
-                          "--batch-api", "--config", str(batch_config))  # fmt: skip
+        result = batch_run(out, provider, batch_config)
         live = chats(provider)
     assert result.returncode == 0, result.stderr
     assert report_of(out)["counts"]["ok"] == 13
@@ -1579,8 +1567,7 @@ def test_a_batch_run_on_a_locked_folder_exits_3_before_paying_for_a_batch(
     out = tmp_path / "out"
     with RunLock(out, "test-run"):
         started = time.monotonic()
-        result = newsdesk("run", str(ARTICLES), "--out", str(out), "--base-url", server.base_url,
-                          "--batch-api", "--config", str(batch_config))  # fmt: skip
+        result = batch_run(out, server, batch_config)
         elapsed = time.monotonic() - started
     assert result.returncode == 3, result.stderr
     assert elapsed < 10
