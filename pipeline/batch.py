@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -87,25 +87,32 @@ async def run_batch(
         pending = _pending_requests(runner, book, journal, paths, options, forget)
         requests = {custom_id(r): r for r in pending}
         options.journal_is_fresh = True
-        for record in [r for r in records if not r.get("batch_id")]:  # a stopped run's uploads
-            if not _still_wanted(record, requests):  # done since, or changed: no batch of it is needed
-                records.remove(record)
+        # a record none of whose requests this run sends is another run's (another shard, other
+        # inputs, the same output folder): it stays in the state as it is, for that run
+        others = [r for r in records if r["sent"] is not None and not r["sent"].keys() & requests.keys()]
+        saved = [r for r in records if not any(r is other for other in others)]
+
+        def save() -> None:
+            _save_state(state_path, [*others, *saved])
+
+        for record in [r for r in saved if not r.get("batch_id")]:  # a stopped run's uploads
+            if not _still_wanted(record, requests):  # changed since: no batch of it is needed
+                saved.remove(record)
                 continue
             record["lost"] = True  # it may have been made a batch: that is looked for first
             try:
-                await _create_batch(client, settings, record, state_path, records)
+                await _create_batch(client, settings, record, saved, save)
             except _Refused:  # the file expired, say: no batch of it runs
                 _warn(progress, events, "batch_upload_dropped", input_file_id=record["input_file_id"],
                      message=f"the uploaded file {record['input_file_id']} of a stopped run could not "
                              "be made a batch: its requests are sent again")  # fmt: skip
-        saved = records
         covered = _covered(saved, requests)
         unsent = [r for key, r in requests.items() if key not in covered]
         for chunk in _chunks(unsent, settings.batch_max_requests, int(settings.batch_max_mb * 1_000_000)):
             record = await _upload(client, chunk)
             saved.append(record)
             try:
-                await _create_batch(client, settings, record, state_path, saved)
+                await _create_batch(client, settings, record, saved, save)
             except _Refused as refused:
                 raise refused.error from None
             progress.note(f"batch {record['batch_id']} submitted with {len(chunk)} request(s)")
@@ -114,7 +121,10 @@ async def run_batch(
             await _collect(client, settings, record, requests, journal, progress, redactor, events)
         if saved:
             progress.note("the calls no batch answered go through live requests")
-        state_path.unlink(missing_ok=True)
+        if others:
+            _save_state(state_path, others)
+        else:
+            state_path.unlink(missing_ok=True)
 
     redactor = Redactor([api_key])  # the key from the configured variable, whatever its name
     try:
@@ -215,10 +225,10 @@ class _Refused(Exception):
 
 
 async def _create_batch(
-    client: openai.AsyncOpenAI, settings: Settings, record: dict[str, Any], state_path: Path,
-    saved: list[dict[str, Any]],
+    client: openai.AsyncOpenAI, settings: Settings, record: dict[str, Any], saved: list[dict[str, Any]],
+    save: Callable[[], None],
 ) -> None:  # fmt: skip
-    """Make the batch of an uploaded file and save its id in `record` and the state.
+    """Make the batch of an uploaded file (`record`, one of `saved`); `save` writes the state.
 
     The record is saved first: a run that stops before it knows whether the endpoint made the
     batch leaves the file for the next run to look for. The SDK's blind retries are off: after
@@ -226,7 +236,7 @@ async def _create_batch(
     connection, a 5xx), the batch of this file is looked for, and made again only if there is none
     (else it would run, and be paid for, twice). An endpoint that cannot list its batches is
     asked again, as the SDK would."""
-    _save_state(state_path, saved)
+    save()
     creator = client.with_options(max_retries=0)
     failure: Exception | None = None
     for attempt in range(CREATE_ATTEMPTS):
@@ -257,10 +267,10 @@ async def _create_batch(
             except openai.APIStatusError as exc:
                 if exc.status_code < 500 and exc.status_code not in (408, 409, 429):
                     if record.get("lost") and not looked:  # an earlier attempt may have made it
-                        _save_state(state_path, saved)
+                        save()
                         raise
                     saved.remove(record)  # refused, and no batch of this file exists
-                    _save_state(state_path, saved)
+                    save()
                     raise _Refused(exc) from None
                 failure = exc
                 record["lost"] = True
@@ -271,9 +281,9 @@ async def _create_batch(
                 continue
         record.pop("lost", None)
         record["batch_id"] = made.id
-        _save_state(state_path, saved)
+        save()
         return
-    _save_state(state_path, saved)  # with "lost": the next run looks for the batch before making one
+    save()  # with "lost": the next run looks for the batch before making one
     assert failure is not None
     raise failure
 

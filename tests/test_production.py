@@ -1264,13 +1264,41 @@ def test_a_run_that_cannot_tell_whether_its_batch_was_made_leaves_it_to_the_next
     assert not (out / STATE).exists()
 
 
-def pending_requests(server: FakeOpenAIServer, config: Path, out: Path) -> list[ModelRequest]:
+def pending_requests(
+    server: FakeOpenAIServer, config: Path, out: Path, shard: tuple[int, int] | None = None
+) -> list[ModelRequest]:
     """The requests a --batch-api run over the fixtures would send (for planting a saved state)."""
     settings = resolve_settings({"base_url": server.base_url}, config)
     book = PromptBook(settings)
     journal = JournaledModel(ReplayModel(RECORDINGS), out / JOURNAL_DIR)
     runner = Runner(settings, journal, book, PlainProgress(io.StringIO()), journal)
-    return _pending_requests(runner, book, journal, [ARTICLES], RunOptions(out=out))
+    return _pending_requests(runner, book, journal, [ARTICLES], RunOptions(out=out, shard=shard))
+
+
+def test_a_batch_saved_by_another_shards_run_is_left_for_it(
+    server: FakeOpenAIServer, batch_config: Path, tmp_path: Path
+) -> None:
+    """Two shards' jobs share an output folder, one after the other: shard 1's job was killed as
+    it waited for its batch. Shard 2's job must not collect that batch and forget it."""
+    out = tmp_path / "out"
+    first = pending_requests(server, batch_config, out, shard=(1, 2))
+    data = ("\n".join(batch_line(r) for r in first) + "\n").encode()
+    with openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0) as client:
+        uploaded = client.files.create(file=("shard-1.jsonl", data), purpose="batch")
+        batch = client.batches.create(input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h")
+    sent = {custom_id(r): request_sha256(r.body) for r in first}
+    shard_1 = {"batch_id": batch.id, "input_file_id": uploaded.id, "requests": len(first), "sent": sent}
+    (out / STATE).parent.mkdir(parents=True)
+    (out / STATE).write_text(json.dumps({"batches": [shard_1]}), encoding="utf-8")
+
+    assert batch_run(out, server, batch_config, "--shard", "2/2").returncode == 0
+    assert json.loads((out / STATE).read_text(encoding="utf-8")) == {"batches": [shard_1]}
+    uploads = len(posts(server, "/v1/files"))
+    result = batch_run(out, server, batch_config, "--shard", "1/2")
+    assert result.returncode == 0, result.stderr
+    assert len(posts(server, "/v1/files")) == uploads, "shard 1's requests were in its saved batch"
+    assert chats(server) == []
+    assert not (out / STATE).exists()
 
 
 @pytest.mark.parametrize("wanted", [True, False])
