@@ -87,10 +87,14 @@ async def run_batch(
         pending = _pending_requests(runner, book, journal, paths, options, forget)
         requests = {custom_id(r): r for r in pending}
         options.journal_is_fresh = True
+
         # a record none of whose requests this run sends is another run's (another shard, other
         # inputs, the same output folder): it stays in the state as it is, for that run
-        others = [r for r in records if r["sent"] is not None and not r["sent"].keys() & requests.keys()]
-        saved = [r for r in records if not any(r is other for other in others)]
+        def theirs(record: dict[str, Any]) -> bool:
+            return record["sent"] is not None and not record["sent"].keys() & requests.keys()
+
+        others = [r for r in records if theirs(r)]
+        saved = [r for r in records if not theirs(r)]
 
         def save() -> None:
             _save_state(state_path, [*others, *saved])
