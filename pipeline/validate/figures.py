@@ -138,8 +138,11 @@ _ZH_FIGURE = re.compile(
     rf"\s?(?P<tail>%|％|个百分点|个基点|(?:{_ZH_CUR})|(?:{_ZH_UNIT})|(?:{_EN_UNIT})(?![A-Za-z])|年|月份|月|个月)?",
     re.IGNORECASE | re.ASCII,
 )
-_EN_QUARTER = re.compile(r"\bQ([1-4])\b|\b(first|second|third|fourth)[- ]quarter\b", re.I | re.ASCII)
-_ZH_QUARTER = re.compile(r"(?<!前)第?([一二三四1-4])(?:季度|财季)")
+# (the lookaheads of first characters let the engine skip ahead to where a match can start)
+_EN_QUARTER = re.compile(
+    r"(?=[QqFfSsTt])(?:\bQ([1-4])\b|\b(first|second|third|fourth)[- ]quarter\b)", re.I | re.ASCII
+)
+_ZH_QUARTER = re.compile(r"(?=[第一二三四1-4])(?<!前)第?([一二三四1-4])(?:季度|财季)")
 # No leading \b: a pattern that starts with its literals lets the engine skip to the capitals
 # quickly; the word boundary before a month is checked in Python (_WORD_CHAR).
 _EN_MONTH = re.compile(r"(January|February|March|April|May|June|July|August|September|October|"
@@ -280,7 +283,7 @@ def figures_in(text: str, *, liberal: bool = False, memo: Memo | None = None) ->
     again. Full-width digits ("１２亿元", "１５％") are read as the ASCII ones they stand for, and
     quoted as written."""
     written = text
-    if _FULL_WIDTH.search(text):
+    if not text.isascii() and _FULL_WIDTH.search(text):
         text = text.translate(_TO_ASCII)  # one character for one: positions are unchanged
     found: list[Figure] = []
     placed: list[tuple[tuple[int, int], list[Figure]]] = []
@@ -289,7 +292,7 @@ def figures_in(text: str, *, liberal: bool = False, memo: Memo | None = None) ->
         if not group or taken.overlaps(span):  # no group: an overflowing number ("1" x 400)
             continue
         start, end = span
-        approx = _approx_before(text, start) or _approx_after(text[end : end + 4])
+        approx = _approx_before(text, start) or _approx_after(text, end)
         if approx or text is not written:
             group = [_as_written(f, written, text.find(f.text, start, end), approx) for f in group]
         found += group
@@ -333,8 +336,12 @@ class _Spans:
         self._ends.insert(i, span[1])
 
 
-def _approx_after(after: str) -> bool:
-    """Whether `after` starts with "左右", "多", "以上"...: the figure before it is approximate."""
+def _approx_after(text: str, end: int) -> bool:
+    """Whether the text from `end` starts with "左右", "多", "以上"...: the figure before it is
+    approximate."""
+    if end >= len(text) or not (text[end] in "左多余以" or text[end].isspace()):
+        return False  # the usual case, decided by one character
+    after = text[end : end + 4]
     stripped = after.lstrip()
     return bool(stripped) and stripped[0] in "左多余以" and bool(_APPROX_AFTER.match(after))
 
@@ -342,7 +349,12 @@ def _approx_after(after: str) -> bool:
 def _approx_before(text: str, start: int) -> bool:
     """Whether the text before `start` ends with "about", "nearly", "约"...: the figure from there
     is approximate."""
-    if start and text[start - 1] not in _APPROX_LAST_CHARS:  # the usual case, decided at once
+    if not start:
+        return False
+    last = text[start - 1]
+    if last in _ASCII_SPACE and start > 1 and text[start - 2] not in _ASCII_SPACE:
+        last = text[start - 2]  # the usual "rose 15%": the word before the one space
+    if last not in _APPROX_LAST_CHARS:  # the usual case, decided at once
         return False
     # the whitespace `\s` is under re.ASCII, as in the patterns
     stripped = text[max(0, start - 20) : start].rstrip(_ASCII_SPACE)
@@ -410,7 +422,7 @@ def _all_figures(text: str, liberal: bool, taken: _Spans, memo: Memo) -> Iterato
 
 
 def _quarters(text: str) -> Iterator[Found]:
-    if "Q" in text or "quarter" in text.lower():
+    if "Q" in text or ("q" in text and "quarter" in text.lower()):  # most fields are not lower-cased
         for match in _EN_QUARTER.finditer(text):
             value = int(match.group(1)) if match.group(1) else _EN_ORDINAL_QUARTERS[match.group(2).lower()]
             yield [Figure("quarter", float(value), None, 0.0, match.group(0))], match.span()

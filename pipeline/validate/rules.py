@@ -151,7 +151,7 @@ def chinese_problem(text: str, path: str) -> str | None:
 def _markup(lang: Lang, section: Section) -> Iterator[Finding]:
     for path, text in section_fields(section):
         # markup needs a "<", an event handler a "=", a javascript: URL a "t:": most fields have none
-        if ("<" in text or "=" in text or "t:" in text.lower()) and _MARKUP.search(text):
+        if ("<" in text or "=" in text or "t:" in text or "T:" in text) and _MARKUP.search(text):
             yield Finding("markup", "warning", lang, f"{lang}.{path}",
                           "HTML or script in model text (escaped when rendered)", text)  # fmt: skip
         if path.startswith(_LIST_FIELDS) and (marker := _LIST_MARKER.match(text)):
