@@ -658,13 +658,19 @@ def _chinese_matches(text: str) -> Iterator[re.Match[str]]:
             pos = match.end()
 
 
+# one scan of an edge for any of the words, instead of a substring test per word
+_ZH_WORD_NOT_NUMBER = re.compile("|".join(_ZH_WORDS_NOT_NUMBERS))
+
+
 def _chinese_numeral_is_figure(text: str, match: re.Match[str], liberal: bool) -> bool:
     start = match.start()
     if start > 0 and text[start - 1] in _SKIP_BEFORE_ZH and not match.group("pre"):
         return False
     end = match.end()
-    edges = (text[max(0, start - 2) : start + 2], text[max(0, end - 2) : end + 2])
-    if not match.group("pre") and any(word in edge for edge in edges for word in _ZH_WORDS_NOT_NUMBERS):
+    if not match.group("pre") and (
+        _ZH_WORD_NOT_NUMBER.search(text[max(0, start - 2) : start + 2])
+        or _ZH_WORD_NOT_NUMBER.search(text[max(0, end - 2) : end + 2])
+    ):
         return False
     raw = match.group("num")
     if raw in "百千万":  # "千亿参数" (a hundred billion): a bare magnitude, read in sources only
