@@ -1,10 +1,12 @@
 """The Atom 1.0 feed (RFC 4287) of the output folder: one entry per article, newest first.
 
-The document is built with :mod:`xml.etree.ElementTree`, so every piece of model text and article
-metadata is escaped by the serializer; characters that XML 1.0 cannot carry are removed first, and
-only http(s) source URLs become links. Feed and entries carry a machine-readable AI-generated marker:
-``<category scheme="urn:newsdesk:ai" term="ai-generated">`` and a ``newsdesk:generation`` element
-(namespace :data:`NEWSDESK_NS`) naming the model and the prompt version.
+The feed's head is built with :mod:`xml.etree.ElementTree`; each entry is written as the text
+ElementTree would write for it (the tests compare the two), every piece of model text and article
+metadata escaped as its serializer escapes it. Characters that XML 1.0 cannot carry are removed
+first, and only http(s) source URLs become links. Feed and entries carry a machine-readable
+AI-generated marker: ``<category scheme="urn:newsdesk:ai" term="ai-generated">`` and a
+``newsdesk:generation`` element (namespace :data:`NEWSDESK_NS`) naming the model and the prompt
+version.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from urllib.parse import quote, urljoin
 
 from pipeline import __version__
@@ -40,7 +43,9 @@ _INVALID_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ff
 
 def xml_text(text: str) -> str:
     """`text` without the characters XML 1.0 cannot represent (escaping is the serializer's job)."""
-    return _INVALID_XML.sub("", text)
+    # Every character XML 1.0 lacks is unprintable (a control, a lone surrogate, a noncharacter):
+    # printable text, most text, needs no pass of the pattern.
+    return text if text.isprintable() else _INVALID_XML.sub("", text)
 
 
 def rfc3339(moment: datetime) -> str:
@@ -60,12 +65,17 @@ class FeedItem:
 
 def feed_item(analysis: Analysis) -> FeedItem:
     published = parse_instant(analysis.article.published_at)
-    generated = parse_instant(analysis.generation.created_at)
+    return dated_item(analysis.article.id, published, parse_instant(analysis.generation.created_at))
+
+
+def dated_item(article_id: str, published: datetime | None, generated: datetime | None) -> FeedItem:
+    """The FeedItem of an article whose dates (parse_instant's) are known already."""
     known = [moment for moment in (published, generated) if moment is not None]
     sort_key = published or generated or EPOCH
-    return FeedItem(analysis.article.id, sort_key, published, max(known, default=EPOCH))
+    return FeedItem(article_id, sort_key, published, max(known, default=EPOCH))
 
 
+@lru_cache(maxsize=16)  # asked once per article written, of the one site
 def feed_base(base_url: str | None) -> str | None:
     """`base_url` as a folder URL ending in '/', or None; anything but http(s) is refused."""
     if base_url is None:
@@ -104,49 +114,87 @@ def _author(parent: ET.Element, site: SiteInfo, base: str | None) -> None:
         _el(author, "uri", base)
 
 
-def _content(parent: ET.Element, analysis: Analysis) -> None:
-    """The Chinese title and summary, the English summary and both disclaimers, as one XHTML div."""
-    content = _el(parent, "content", type="xhtml")
-    div = _el(content, "div", xmlns=XHTML_NS)
-    _zh(_el(div, "h1", analysis.zh.title))
-    _el(div, "p", analysis.en.summary)
-    _zh(_el(div, "p", analysis.zh.summary))
-    _el(div, "p", f"Disclaimer: {analysis.disclaimer.en}")
-    _zh(_el(div, "p", analysis.disclaimer.zh))
+# One article's <entry> is written as text, the bytes ElementTree writes for it (ET.indent at level
+# 1, then ET.tostring): the feed has one per article, and building and serializing the tree cost
+# more than all the rest of an entry. Each value goes through _text or _attr: xml_text, then the
+# escaping of ElementTree's serializer. The rest of the feed is built with ElementTree (_el).
 
 
-def _entry(a: Analysis, item: FeedItem, site: SiteInfo, base: str | None) -> ET.Element:
-    entry = ET.Element("entry")
-    _el(entry, "id", f"urn:newsdesk:{quote(a.article.id, safe='-._~')}")
-    _el(entry, "title", a.en.title, type="text")
-    _zh(_el(entry, "newsdesk:title", a.zh.title))
-    _el(entry, "updated", rfc3339(item.updated))
+def _text(text: str) -> str:
+    """Element content: xml_text, then "&", "<" and ">" escaped."""
+    return xml_text(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _attr(text: str) -> str:
+    """An attribute value: xml_text, then escaped as ElementTree escapes it (tab, LF, CR too)."""
+    text = xml_text(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace('"', "&quot;")
+    if not text.isprintable():  # else it has no tab, LF or CR
+        text = text.replace("\r", "&#13;").replace("\n", "&#10;").replace("\t", "&#09;")
+    return text
+
+
+def _leaf(indent: str, tag: str, attrs: str, text: str) -> str:
+    """A line of an element with no children; `attrs` and `text` escaped already."""
+    if text:
+        return f"{indent}<{tag}{attrs}>{text}</{tag}>"
+    return f"{indent}<{tag}{attrs} />"  # as ElementTree writes an empty element
+
+
+_IN1, _IN2, _IN3 = "\n    ", "\n      ", "\n        "  # the indentation of ET.indent(level=1)
+_ZH = ' xml:lang="zh-Hans"'
+_AI_MARKER = f'{_IN1}<category term="ai-generated" scheme="{AI_SCHEME}" label="AI-generated · AI 生成" />'
+
+
+def _entry(a: Analysis, item: FeedItem, site: SiteInfo, base: str | None) -> str:
+    """The <entry> element of one article, as ET.tostring writes it after ET.indent(level=1)."""
+    slug = quote(a.article.id, safe="-._~")
+    parts = [
+        "<entry>",
+        _leaf(_IN1, "id", "", _text(f"urn:newsdesk:{slug}")),
+        _leaf(_IN1, "title", ' type="text"', _text(a.en.title)),
+        _leaf(_IN1, "newsdesk:title", _ZH, _text(a.zh.title)),
+        _leaf(_IN1, "updated", "", _text(rfc3339(item.updated))),
+    ]
     if item.published is not None:
-        _el(entry, "published", rfc3339(item.published))
-    page = f"articles/{quote(a.article.id, safe='-._~')}/article.html"
-    _el(entry, "link", rel="alternate", type="text/html", href=_href(base, page))
+        parts.append(_leaf(_IN1, "published", "", _text(rfc3339(item.published))))
+    href = _href(base, f"articles/{slug}/article.html")
+    parts.append(f'{_IN1}<link rel="alternate" type="text/html" href="{_attr(href)}" />')
     source = safe_href(a.article.url)
     if source is not None:
-        _el(entry, "link", rel="via", href=source, title=a.article.source or a.article.title)
-    _author(entry, site, base)
-    _el(entry, "summary", a.en.summary, type="text")
-    _content(entry, a)
+        title = _attr(a.article.source or a.article.title)
+        parts.append(f'{_IN1}<link rel="via" href="{_attr(source)}" title="{title}" />')
+    parts += [f"{_IN1}<author>", _leaf(_IN2, "name", "", _text(f"{site.name} (AI-generated)"))]
+    if base:
+        parts.append(_leaf(_IN2, "uri", "", _text(base)))
+    parts += [
+        f"{_IN1}</author>",
+        _leaf(_IN1, "summary", ' type="text"', _text(a.en.summary)),
+        f'{_IN1}<content type="xhtml">{_IN2}<div xmlns="{XHTML_NS}">',
+        _leaf(_IN3, "h1", _ZH, _text(a.zh.title)),
+        _leaf(_IN3, "p", "", _text(a.en.summary)),
+        _leaf(_IN3, "p", _ZH, _text(a.zh.summary)),
+        _leaf(_IN3, "p", "", _text(f"Disclaimer: {a.disclaimer.en}")),
+        _leaf(_IN3, "p", _ZH, _text(a.disclaimer.zh)),
+        f"{_IN2}</div>{_IN1}</content>",
+    ]
     for tag in a.tags:
         if xml_text(tag.en).strip():  # a term that is only control characters would be empty
-            _el(entry, "category", term=tag.en, scheme=TAG_SCHEME, label=f"{tag.en} · {tag.zh}")
-    _ai_marker(entry)
-    _el(entry, "newsdesk:generation", **{
-        "ai-generated": "true", "model": a.generation.model,
-        "prompt-version": a.generation.prompt_version, "created": a.generation.created_at,
-    })  # fmt: skip
-    return entry
+            label = _attr(f"{tag.en} · {tag.zh}")
+            parts.append(f'{_IN1}<category term="{_attr(tag.en)}" scheme="{TAG_SCHEME}" label="{label}" />')
+    g = a.generation
+    parts += [
+        _AI_MARKER,
+        f'{_IN1}<newsdesk:generation ai-generated="true" model="{_attr(g.model)}"'
+        f' prompt-version="{_attr(g.prompt_version)}" created="{_attr(g.created_at)}" />',
+        "\n  </entry>",
+    ]
+    return "".join(parts)
 
 
 def feed_entry_xml(analysis: Analysis, site: SiteInfo, base: str | None) -> str:
     """One article's <entry> element, indented for the feed; `base` comes from feed_base."""
-    element = _entry(analysis, feed_item(analysis), site, base)
-    ET.indent(element, space="  ", level=1)
-    return f"  {ET.tostring(element, encoding='unicode').strip()}\n"
+    return f"  {_entry(analysis, feed_item(analysis), site, base)}\n"
 
 
 def atom_feed_chunks(

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from pipeline.emit.feed import feed_base, feed_entry_xml
 from pipeline.emit.render import (
     SiteInfo,
+    analysis_json_bytes,
     index_entry_html,
-    render_analysis_json,
     render_article_html,
     render_article_markdown,
 )
@@ -54,10 +54,11 @@ def publish_article(out: Path, analysis: Analysis, site: SiteInfo) -> WrittenArt
     processes, and the index at the end of the run need not read the analysis again)."""
     folder = article_dir(out, analysis.article.id)
     remove_temporaries(folder, ARTICLE_FILES)  # of a write killed mid-way: the article is redone now
-    atomic_write_text(folder / "article.html", render_article_html(analysis, site))
-    atomic_write_text(folder / "article.md", render_article_markdown(analysis))
-    atomic_write_text(folder / "analysis.json", render_analysis_json(analysis))
-    outputs = [str(folder / name) for name in ARTICLE_FILES]
+    html, md, json_path = paths = [folder / name for name in ARTICLE_FILES]
+    atomic_write_text(html, render_article_html(analysis, site))
+    atomic_write_text(md, render_article_markdown(analysis))
+    atomic_write_text(json_path, analysis_json_bytes(analysis))  # render_analysis_json's, in UTF-8
+    outputs = [str(path) for path in paths]
     return WrittenArticle(
         outputs, str(index_entry_html(analysis)), feed_entry_xml(analysis, site, feed_base(site.url))
     )

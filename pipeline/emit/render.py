@@ -1,22 +1,24 @@
 """Renderers: pure functions from an :class:`Analysis` to the text of each output file.
 
-Every piece of model text and article metadata is untrusted: HTML is rendered with
-autoescaping, only http(s) URLs become links, and Markdown escapes markup characters.
+Every piece of model text and article metadata is untrusted: every value an HTML template writes
+is escaped (and stripped of control characters) by the environment's finalize, only http(s) URLs
+become links, and Markdown escapes markup characters.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from markupsafe import Markup
+import markupsafe
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template
+from markupsafe import Markup, escape
 
 from pipeline.schema import Analysis, Disclaimer, Section
 
@@ -39,23 +41,44 @@ class SiteInfo:
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
+# MarkupSafe's escaping, giving a str: the function whose result markupsafe.escape wraps in a Markup
+# (MarkupSafe 3), else markupsafe.escape itself.
+_escape_str: Callable[[str], str] = getattr(markupsafe, "_escape_inner", None) or (
+    lambda text: str(escape(text))
+)
+
 
 def strip_controls(text: str) -> str:
     """Remove control characters (terminal escapes, NULs) from untrusted text; keep newlines and tabs."""
     return _CONTROL.sub("", text)
 
 
-def _finalize(value: object) -> object:
-    if isinstance(value, Markup):  # our own trusted markup (the stylesheet)
-        return value
-    return strip_controls(value) if isinstance(value, str) else value
+def _finalize(value: object) -> str:
+    """What every ``{{ ... }}`` of the templates writes: the value's text, HTML-escaped, its control
+    characters removed; our own markup (a Markup: the stylesheet, rendered index entries) as it is.
+
+    The escaping is done here, for every value of every template, instead of by jinja2's
+    autoescaping, which costs a Markup object and two Python calls more per value; the text is
+    MarkupSafe's escaping either way.
+    """
+    if type(value) is str:  # model text and article metadata: nearly every value
+        if not value.isprintable():  # every control character is unprintable: most text needs no pass
+            value = _CONTROL.sub("", value)
+        return _escape_str(value)
+    if hasattr(value, "__html__"):  # our own trusted markup
+        return str(value.__html__())
+    if isinstance(value, str):
+        value = strip_controls(value)
+    return _escape_str(str(value))
 
 
 @cache
 def _env() -> Environment:
     return Environment(
         loader=PackageLoader("pipeline.emit", "templates"),
-        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=True),
+        # _finalize escapes every value written, in every template. (Without autoescaping, what a
+        # macro or a {% set %} block makes is plain text: written with {{ }}, it is escaped again.)
+        autoescape=False,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -64,9 +87,15 @@ def _env() -> Environment:
     )
 
 
+@cache
+def _template(name: str) -> Template:
+    return _env().get_template(name)
+
+
+@cache
 def _css() -> Markup:
-    """The stylesheet, ours and trusted: marked safe so autoescaping leaves its quotes alone."""
-    return Markup(_env().get_template("base.css.j2").render())
+    """The stylesheet, ours and trusted: marked safe so _finalize leaves its quotes alone."""
+    return Markup(_template("base.css.j2").render())
 
 
 def safe_href(url: str | None) -> str | None:
@@ -85,13 +114,34 @@ def safe_href(url: str | None) -> str | None:
     return url
 
 
+# What the templates read is held in objects, not dicts: jinja2 looks a name up as an attribute
+# first, and on a dict that fails (an AttributeError raised and caught) before the item is found.
+_PAGE_LABELS = {lang: SimpleNamespace(**labels) for lang, labels in _LABELS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _PageSection:
+    """One language's part of the article page."""
+
+    lang_attr: str
+    section: Section
+    labels: SimpleNamespace
+    heading: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Day:
+    day: str  # shown
+    iso: str  # the `datetime` attribute, or "" for none
+
+
 def render_article_html(analysis: Analysis, site: SiteInfo | None = None) -> str:
     site = site or SiteInfo()
     sections = [
-        {"lang_attr": "en", "section": analysis.en, "labels": _LABELS["en"], "heading": "English"},
-        {"lang_attr": "zh-Hans", "section": analysis.zh, "labels": _LABELS["zh"], "heading": "中文"},
+        _PageSection("en", analysis.en, _PAGE_LABELS["en"], "English"),
+        _PageSection("zh-Hans", analysis.zh, _PAGE_LABELS["zh"], "中文"),
     ]
-    return _env().get_template("article.html.j2").render(
+    return _template("article.html.j2").render(
         a=analysis, sections=sections, css=_css(), site_name=site.name, site_name_zh=site.name_zh,
         source_href=safe_href(analysis.article.url),
         source_lang=_text_lang(analysis.article.source or analysis.article.title),
@@ -99,19 +149,22 @@ def render_article_html(analysis: Analysis, site: SiteInfo | None = None) -> str
     )  # fmt: skip
 
 
-def _published(analysis: Analysis) -> dict[str, str] | None:
+def _published(analysis: Analysis) -> _Day | None:
     """The publication date to show, and to put in a `datetime` attribute when it is ISO 8601 (a
     date ingest could not read, "Spring 2026", is shown as written, with no attribute)."""
     raw = analysis.article.published_at
     if not raw:
         return None
     if parse_instant(raw) is None:
-        return {"day": raw, "iso": ""}
-    return {"day": raw[:10], "iso": raw}
+        return _Day(raw, "")
+    return _Day(raw[:10], raw)
+
+
+_HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
 def _text_lang(text: str) -> str:
-    return "zh-Hans" if re.search(r"[\u4e00-\u9fff]", text) else "en"
+    return "zh-Hans" if _HAN.search(text) else "en"
 
 
 @dataclass(frozen=True)
@@ -125,7 +178,7 @@ class IndexHead:
 
 def index_entry_html(analysis: Analysis) -> Markup:
     """One article's entry on the index page (its untrusted text escaped)."""
-    return Markup(_env().get_template("index_entry.html.j2").render(e=_index_entry(analysis)))
+    return Markup(_template("index_entry.html.j2").render(e=_index_entry(analysis)))
 
 
 def index_html_chunks(
@@ -134,7 +187,7 @@ def index_html_chunks(
     """The index page piece by piece around `entries` (from index_entry_html), taken one at a time."""
     site = site or SiteInfo()
     disclaimer = head.disclaimer
-    return _env().get_template("index.html.j2").generate(
+    return _template("index.html.j2").generate(
         entries=entries, count=head.count, all_tags=head.tags, css=_css(),
         site_name=site.name, site_name_zh=site.name_zh,
         disclaimer_en=disclaimer.en if disclaimer else "", disclaimer_zh=disclaimer.zh if disclaimer else "",
@@ -152,25 +205,31 @@ def parse_instant(raw: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+UNDATED = datetime.min.replace(tzinfo=UTC)  # the instant of an article with neither date: last
+
+
 def index_instant(analysis: Analysis) -> datetime:
     """When the article was published (else generated), comparable across time zones."""
     return (
         parse_instant(analysis.article.published_at)
         or parse_instant(analysis.generation.created_at)
-        or datetime.min.replace(tzinfo=UTC)
+        or UNDATED
     )
 
 
-def _index_entry(analysis: Analysis) -> dict[str, Any]:
-    return {
-        "href": f"articles/{analysis.article.id}/article.html",
-        "title_en": analysis.en.title, "title_zh": analysis.zh.title,
-        "date": index_instant(analysis).astimezone(UTC).isoformat(),  # sortable as text in the page script
-        "published": _published(analysis), "generated_day": analysis.generation.created_at[:10],
-        "hot": analysis.scores.hot, "quality": analysis.scores.quality, "impact": analysis.scores.impact,
-        "tags_json": json.dumps([t.en for t in analysis.tags], ensure_ascii=False),  # the filter's
-        "tags": analysis.tags,
-    }  # fmt: skip
+_tags_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), built once
+
+
+def _index_entry(analysis: Analysis) -> SimpleNamespace:
+    return SimpleNamespace(
+        href=f"articles/{analysis.article.id}/article.html",
+        title_en=analysis.en.title, title_zh=analysis.zh.title,
+        date=index_instant(analysis).astimezone(UTC).isoformat(),  # sortable as text in the page script
+        published=_published(analysis), generated_day=analysis.generation.created_at[:10],
+        hot=analysis.scores.hot, quality=analysis.scores.quality, impact=analysis.scores.impact,
+        tags_json=_tags_json([t.en for t in analysis.tags]),  # the filter's
+        tags=analysis.tags,
+    )  # fmt: skip
 
 
 # Markdown's markup characters; the backslash first, so that the escapes added are not escaped again.
@@ -182,16 +241,35 @@ _MD_SPECIAL = "\\`*_{}[]()#+!|~"
 # ("+", "*", ")" and "#" are escaped wherever they are.)
 _MD_LINE_START = re.compile(r"\d{1,9}(?=\.(?:\s|$))|(?=-(?:\s|-|$))")
 
+# Any character md_escape would change or remove: a control character, whitespace other than the
+# plain space (what str.split() splits on: a test checks the list against str.isspace), "&", "<",
+# ">" and the markup characters. Text without one, and without two spaces in a row or a space at
+# either end, comes out of md_escape as it went in (but for a leading list or rule marker): most
+# text, and one scan of it instead of the twenty-odd passes of the full treatment.
+_MD_CHANGED = re.compile(
+    "[\x00-\x1f\x7f-\x9f\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000&<>"
+    + re.escape(_MD_SPECIAL) + "]"
+)  # fmt: skip
+# The same test for ASCII text, a few times cheaper than the pattern's: the bytes of _MD_CHANGED's
+# characters become 0 in the text's bytes.
+_MD_CHANGED_ASCII = bytes(0 if _MD_CHANGED.match(chr(byte)) else byte for byte in range(256))
+
 
 def md_escape(text: str) -> str:
     """Plain text safe in Markdown: markup characters escaped, HTML neutralised, one line; text
     that starts like a list item or a rule ("1. First", "- item", "---") stays plain text."""
-    text = " ".join(strip_controls(text).split())
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    for special in _MD_SPECIAL:  # str.replace per character: a few times faster than a regex here
-        if special in text:
-            text = text.replace(special, "\\" + special)
-    if text[:1].isdigit() or text[:1] == "-":
+    if text.isascii():
+        changed = 0 in text.encode("ascii").translate(_MD_CHANGED_ASCII)
+    else:
+        changed = _MD_CHANGED.search(text) is not None
+    if changed or "  " in text or text.startswith(" ") or text.endswith(" "):
+        text = " ".join(strip_controls(text).split())
+        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        for special in _MD_SPECIAL:  # str.replace per character: a few times faster than a regex here
+            if special in text:
+                text = text.replace(special, "\\" + special)
+    first = text[:1]
+    if first.isdigit() or first == "-":
         marker = _MD_LINE_START.match(text)
         if marker is not None:
             text = f"{text[: marker.end()]}\\{text[marker.end() :]}"
@@ -234,3 +312,9 @@ def _markdown_section(section: Section, labels: dict[str, str]) -> list[str]:
 
 def render_analysis_json(analysis: Analysis) -> str:
     return analysis.model_dump_json(indent=2) + "\n"
+
+
+def analysis_json_bytes(analysis: Analysis) -> bytes:
+    """render_analysis_json(analysis) in UTF-8, as the file holds it: pydantic's own bytes (what
+    model_dump_json decodes), not decoded to text only to be encoded again."""
+    return analysis.__pydantic_serializer__.to_json(analysis, indent=2) + b"\n"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fnmatch
 import os
-import tempfile
-from collections.abc import Iterable
+import random
+import re
+from collections.abc import Callable, Iterable
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -18,20 +23,65 @@ def _current_umask() -> int:
 # new file gets (0644 under the usual umask 022), so a web server can publish the site.
 _FILE_MODE = 0o666 & ~_current_umask()
 
+# As tempfile.mkstemp opens its files: created here or failing, never through a symbolic link.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+_ATTEMPTS = getattr(os, "TMP_MAX", 10000)
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never a torn one."""
-    atomic_write_chunks(path, (text,))
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new file ``.<name>.<random>.tmp`` beside `path`, open for writing, mode 0600: its
+    descriptor and its path. What tempfile.mkstemp does, with less Python around it."""
+    head, name = os.path.split(os.fspath(path))
+    for _ in range(_ATTEMPTS):
+        # random's generator is reseeded in a forked child, as tempfile's own is
+        tmp = os.path.join(head, f".{name}.{random.getrandbits(48):012x}.tmp")
+        try:
+            return os.open(tmp, _CREATE, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "No usable temporary file name found")
+
+
+def _temporary_beside(path: Path) -> tuple[int, str]:
+    try:
+        return _create_temporary(path)
+    except FileNotFoundError:  # the folder is made only when missing: one system call less per file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _create_temporary(path)
+
+
+def _discard(tmp: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str | bytes) -> None:
+    """Write `text` (or its UTF-8 bytes) to `path` so that readers see the old file or the new one,
+    never a torn one.
+
+    The bytes are written with os.write, not through a text file object: the same bytes (UTF-8, no
+    newline translation) without its buffer and its system calls (fstat, ioctl, two lseek)."""
+    data = text if isinstance(text, bytes) else text.encode("utf-8")
+    fd, tmp = _temporary_beside(path)
+    try:
+        try:
+            os.fchmod(fd, _FILE_MODE)
+            done = os.write(fd, data)
+            while done < len(data):  # a short write: rare, but the rest must follow
+                done += os.write(fd, data[done:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(tmp)
+        raise
 
 
 def atomic_write_chunks(path: Path, chunks: Iterable[str]) -> None:
     """Write the pieces of a document as they come, atomically: a page of any size never sits whole
     in memory. An error while producing the pieces leaves the old file in place."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except FileNotFoundError:  # the folder is made only when missing: one system call less per file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temporary_beside(path)
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
@@ -41,13 +91,30 @@ def atomic_write_chunks(path: Path, chunks: Iterable[str]) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+@lru_cache(maxsize=32)
+def _temporaries_of(names: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
+    """Whether a file name is that of a temporary file of one of `names` (glob patterns), as
+    Path.glob matches it."""
+    flags = re.IGNORECASE if os.path.normcase("A") == "a" else 0
+    pattern = "|".join(fnmatch.translate(f".{name}.*.tmp") for name in names)
+    return re.compile(pattern, flags).fullmatch
 
 
 def remove_temporaries(folder: Path, names: Iterable[str] = ("*",)) -> None:
     """Delete the temporary files a killed process left in `folder` mid-write (``kill -9``, a power
     cut) for the files `names` (glob patterns); only the holder of the output folder's lock may."""
-    for name in names:
-        for leftover in folder.glob(f".{name}.*.tmp"):
-            leftover.unlink(missing_ok=True)
+    names = tuple(names)
+    is_temporary = _temporaries_of(names)
+    try:  # the folder is read once, whatever the number of names
+        with os.scandir(folder) as entries:
+            leftovers = [entry.path for entry in entries if is_temporary(entry.name)]
+    except (FileNotFoundError, NotADirectoryError):  # no folder: nothing left over
+        return
+    except OSError:  # anything else as Path.glob deals with it
+        leftovers = [os.fspath(p) for name in names for p in folder.glob(f".{name}.*.tmp")]
+    for leftover in leftovers:
+        _discard(leftover)
