@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
-import markupsafe
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from pipeline.schema import Analysis, Disclaimer, Section
 
@@ -41,11 +40,13 @@ class SiteInfo:
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
-# MarkupSafe's escaping, giving a str: the function whose result markupsafe.escape wraps in a Markup
-# (MarkupSafe 3), else markupsafe.escape itself.
-_escape_str: Callable[[str], str] = getattr(markupsafe, "_escape_inner", None) or (
-    lambda text: str(escape(text))
-)
+
+def _escape_str(text: str) -> str:
+    """MarkupSafe's escaping of `text`, as markupsafe.escape gives it, without making a Markup."""
+    if "&" in text or "<" in text or ">" in text or "'" in text or '"' in text:
+        return (text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
+                .replace("'", "&#39;").replace('"', "&#34;"))  # fmt: skip
+    return text  # most text has nothing to escape
 
 
 def strip_controls(text: str) -> str:
