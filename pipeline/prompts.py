@@ -105,6 +105,10 @@ class Glossary:
 
     def found_in(self, text: str) -> list[Term]:
         """The terms any of whose names occur in `text` (Latin names as whole words, any case)."""
+        return [self.terms[i] for i in self.positions_in(text)]
+
+    def positions_in(self, text: str) -> list[int]:
+        """The positions in `terms` of the terms found in `text`, in order."""
         lowered = text.lower()
         by_word, by_char = self._keyed
         words = _ascii_words(lowered)
@@ -123,7 +127,7 @@ class Glossary:
         if not text.isascii():  # other names are not ASCII: none occurs in ASCII text
             for char in set(text) & by_char.keys():
                 found.update(i for i, name in by_char[char] if name in text)
-        return [self.terms[i] for i in sorted(found)]
+        return sorted(found)
 
 
 class _LatinName(NamedTuple):
@@ -212,6 +216,24 @@ def load_glossary(paths: list[Path]) -> Glossary:
     return Glossary(list(terms.values()))
 
 
+_DICT_ATTRIBUTES = frozenset(name for cls in dict.__mro__ for name in vars(cls))
+
+
+class _PromptEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, reading the items of the plain dicts the templates are given (`article.title`)
+    straight away instead of first failing to find an attribute of that name, an exception each
+    time (half a render's time). A name that dicts have as an attribute (`items`) goes the
+    sandbox's way, which prefers the attribute, as before."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 class PromptBook:
     """The templates, the glossary and the request settings of one run."""
 
@@ -223,7 +245,7 @@ class PromptBook:
             if not folder.is_dir():
                 raise ConfigError(f"prompts folder {folder} does not exist")
         self._dirs = dirs
-        self.env = ImmutableSandboxedEnvironment(
+        self.env = _PromptEnvironment(
             loader=ChoiceLoader([FileSystemLoader(str(d)) for d in dirs]),
             undefined=StrictUndefined,
             autoescape=False,
@@ -235,6 +257,8 @@ class PromptBook:
         glossary_paths = [d / "glossary.toml" for d in reversed(dirs) if (d / "glossary.toml").is_file()]
         self.glossary = load_glossary(glossary_paths + list(settings.glossary_files))
         self._glossary_paths = glossary_paths + list(settings.glossary_files)
+        # each term as the templates read it, made once: the sandbox lets no template change one
+        self._term_fields = [_fields(term) for term in self.glossary.terms]
         self._article_cache: dict[str, str] = {}
         self._render_once()
 
@@ -295,10 +319,10 @@ class PromptBook:
         if article.content_sha256 not in cached:
             if len(cached) > 64:
                 cached.clear()
-            terms = self.glossary.found_in(f"{article.title}\n{article.text}")
+            found = self.glossary.positions_in(f"{article.title}\n{article.text}")
             cached[article.content_sha256] = self._render(
                 "article.j2", article=_fields(article), fence=article.content_sha256[:12],
-                terms=[_fields(term) for term in terms], language_name=_LANGUAGE_NAMES[article.language],
+                terms=[self._term_fields[i] for i in found], language_name=_LANGUAGE_NAMES[article.language],
             )  # fmt: skip
         return cached[article.content_sha256]
 
