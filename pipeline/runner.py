@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from pipeline.analyze import Analyzer, ArticleOutcome, check_context
+from pipeline.collector import collecting_every
 from pipeline.config import Settings
 from pipeline.cost import cost_usd
 from pipeline.emit.index import IndexSpool, write_index
@@ -208,12 +209,13 @@ class Runner:
                 kept.append(entry)
             self.progress.advance(entry)
             events.emit("article", **entry.model_dump(exclude={"findings", "outputs"}))
+            garbage.tick()
 
         processes = check_processes(self.settings.check_processes, total)
         self.analyzer.workers = new_workers(check_context(self.book), processes)
         interrupted: BaseException | None = None
         try:
-            with IndexSpool(self.site) as self._index:
+            with IndexSpool(self.site) as self._index, collecting_every() as garbage:
                 with spool_path.open("w", encoding="utf-8") as spool:
                     try:
                         await self._process_all(self._load(inputs), options, budget, record, events)

@@ -27,6 +27,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Protocol
 
+from pipeline.collector import collect_by_work
 from pipeline.emit.output import WrittenArticle, publish_article
 from pipeline.emit.render import SiteInfo
 from pipeline.ingest.article import Article
@@ -38,6 +39,7 @@ from pipeline.validate.rules import check_part
 from pipeline.validate.source import check_against_source
 
 POOL_MIN_ARTICLES = 50  # below this, starting workers costs more than it saves
+JOBS_PER_COLLECTION = 100  # a worker's garbage is collected after so many jobs (pipeline.collector)
 
 
 @dataclass(frozen=True)
@@ -296,8 +298,10 @@ def _serve(pipe: Connection, context: CheckContext) -> None:
         "check": lambda part, article: run_checks(part, article, context),
         "publish": publish_article,
     }
+    garbage = collect_by_work(JOBS_PER_COLLECTION)
     pipe.send_bytes(_READY)
     while True:
+        garbage.tick()
         try:
             job, args = pickle.loads(pipe.recv_bytes())
         except EOFError:  # the runner closed the pipe (or died): the run is over
