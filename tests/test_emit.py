@@ -861,6 +861,9 @@ def test_index_is_newest_first(full_run: tuple[Path, RunReport]) -> None:
         ("2026-06-06T10:30", "2026-06-06", "2026-06-06T10:30"),
         ("2026-06-06", "2026-06-06", "2026-06-06"),
         ("Spring 2026", "Spring 2026", None),  # what ingest could not read is shown whole, without datetime=
+        # instants past either end of what UTC can be written in: shown as written, not an error
+        ("9999-12-31T23:59:59-12:00", "9999-12-31T23:59:59-12:00", None),
+        ("0001-01-01T00:30:00+01:00", "0001-01-01T00:30:00+01:00", None),
     ],
 )
 def test_the_publication_date_on_the_page_the_index_and_the_feed(

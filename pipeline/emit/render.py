@@ -196,14 +196,20 @@ def index_html_chunks(
 
 
 def parse_instant(raw: str | None) -> datetime | None:
-    """An ISO 8601 date or date-time as an aware datetime (naive means UTC), else None."""
+    """An ISO 8601 date or date-time as an aware datetime (naive means UTC), else None (also for an
+    instant too early or late to be written in UTC, which the index and the feed need)."""
     if not raw:
         return None
     try:
         moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:  # "9999-12-31T23:59:59-12:00" is after the last instant a datetime holds
+        return None
+    return moment
 
 
 UNDATED = datetime.min.replace(tzinfo=UTC)  # the instant of an article with neither date: last
