@@ -66,6 +66,8 @@ def summary_line(report: RunReport) -> str:
         parts.append(f"${report.cost_usd:.4f}")
     if report.endpoint_errors:
         parts.append(_endpoint_errors(report.endpoint_errors))
+    if report.rate_limit_pause_s:
+        parts.append(f"paused {report.rate_limit_pause_s:g}s for rate limits")
     parts.append(f"{report.duration_s}s")
     return f"run {report.run_id}: " + "; ".join(parts)
 

@@ -45,6 +45,7 @@ class RunReport(BaseModel):
     budget_usd: float | None = None
     stale: int = 0
     endpoint_errors: dict[str, int] = Field(default_factory=dict)  # of every article, by kind
+    rate_limit_pause_s: float = 0.0  # how long the endpoint's 429s paused every request of the run
     halted: str | None = None  # why the run stopped starting articles (an endpoint failure), if it did
     index_error: str | None = None  # why index.html and feed.xml were not rebuilt, if they were not
     articles: list[ArticleEntry] = Field(default_factory=list)

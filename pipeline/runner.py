@@ -248,6 +248,8 @@ class Runner:
             report.index_error = exc.strerror or str(exc)
             events.emit("index_failed", error=report.index_error)
         report.halted = self.halted
+        if self.journal is not None:  # a live run: its calls went through the rate gate
+            report.rate_limit_pause_s = round(self.journal.rate_limit_pause_s(), 1)
         report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         report.duration_s = round(time.monotonic() - started, 3)
         if not report.counts:
@@ -257,7 +259,8 @@ class Runner:
         copy_atomically(final, options.out / "run-report.json")
         events.emit("run_finished", counts=report.counts, usage=report.usage.model_dump(),
                     cost_usd=report.cost_usd, endpoint_errors=report.endpoint_errors,
-                    duration_s=report.duration_s, halted=report.halted)  # fmt: skip
+                    rate_limit_pause_s=report.rate_limit_pause_s, duration_s=report.duration_s,
+                    halted=report.halted)  # fmt: skip
 
     def _load(self, inputs: list[Path | InputFailure]) -> Iterator[Article | InputFailure]:
         for item in inputs:

@@ -101,6 +101,12 @@ def test_429_retry_after_is_honoured(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     first, retried = chats[0], chats[-1]
     assert retried.received_at - first.received_at >= 0.95
+    report = report_of(tmp_path)
+    assert report["rate_limit_pause_s"] == 1.0  # type: ignore[index]
+    assert "paused 1s for rate limits" in result.stdout + result.stderr
+    logs = (tmp_path / "logs").glob("*.jsonl")
+    finished = [json.loads(line) for log in logs for line in log.read_text(encoding="utf-8").splitlines()]
+    assert [e["rate_limit_pause_s"] for e in finished if e["event"] == "run_finished"] == [1.0]
 
 
 def test_429_retry_after_as_an_http_date_is_honoured(tmp_path: Path) -> None:

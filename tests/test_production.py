@@ -783,6 +783,30 @@ def test_a_429_pauses_the_next_request_and_slows_the_pace() -> None:
     assert timed(gate.acquire) < 0.2, "the pause is for the server's hint, not longer"
 
 
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_the_time_paused_for_429s_counts_overlapping_pauses_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(ratelimit, "time", clock)
+    gate = RateGate()
+    assert gate.paused_s() == 0.0
+    gate.throttle(10.0)  # paused 100 -> 110
+    clock.now = 104.0
+    assert gate.paused_s() == pytest.approx(4.0), "a pause under way counts up to now"
+    gate.throttle(10.0)  # 429s of requests sent before the pause: extended to 114, not added
+    clock.now = 120.0
+    assert gate.paused_s() == pytest.approx(14.0)
+    gate.throttle(2.0)  # a new pause, 120 -> 122
+    clock.now = 130.0
+    assert gate.paused_s() == pytest.approx(16.0)
+
+
 def test_a_throttled_pace_spreads_requests_further() -> None:
     gate = RateGate(rpm=600)
     gate.throttle(0.0)  # factor 0.7: 60 / (600 * 0.7) = 0.143 s apart

@@ -124,5 +124,10 @@ class JournaledModel:
             for path in (self.folder / article_id).glob(f"{call}-*.json"):
                 path.unlink(missing_ok=True)
 
+    def rate_limit_pause_s(self) -> float:
+        """How long the endpoint's 429s have paused the run (a model that paces nothing: 0)."""
+        pause = getattr(self.inner, "rate_limit_pause_s", None)
+        return float(pause()) if callable(pause) else 0.0
+
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -197,6 +197,10 @@ class LiveModel:
             return replace(reply, usage=_estimated_usage(request.body, reply), usage_estimated=True)
         return reply
 
+    def rate_limit_pause_s(self) -> float:
+        """How long the endpoint's 429s have paused every request of the run so far."""
+        return self.gate.paused_s()
+
     def _unavailable(self, exc: Exception, errors: Counter[str]) -> ModelUnavailable:
         """The error of a call that failed for good, with what every attempt met."""
         if isinstance(exc, openai.APIStatusError):

@@ -31,6 +31,8 @@ class RateGate:
         self._first_start = 0.0
         self._lock = asyncio.Lock()
         self.throttled = 0  # how many 429s slowed the run
+        self._paused_from = 0.0  # when the latest pause began (it lasts until _paused_until)
+        self._paused_before = 0.0  # seconds of the pauses before it
         self._in_a_row = 0  # 429s since the last success
 
     async def acquire(self, tokens: int = 0) -> None:
@@ -79,7 +81,15 @@ class RateGate:
             self.factor = max(0.1, self.factor * 0.7)
         unhinted = min(MAX_UNHINTED_PAUSE_S, UNHINTED_PAUSE_S * 2.0 ** (self._in_a_row - 1))
         pause = retry_after if retry_after is not None else unhinted
+        if now >= self._paused_until:  # a new pause: the one before is over
+            self._paused_before += self._paused_until - self._paused_from
+            self._paused_from = now
         self._paused_until = max(self._paused_until, now + pause)
+
+    def paused_s(self) -> float:
+        """How long the run has been paused for 429s so far (overlapping pauses count once)."""
+        current = max(0.0, min(time.monotonic(), self._paused_until) - self._paused_from)
+        return self._paused_before + current
 
     def _recent_rpm(self) -> int:
         """Requests per minute over the last minute (or since the first request, if sooner, but over
