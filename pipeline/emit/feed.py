@@ -65,14 +65,10 @@ class FeedItem:
 
 def feed_item(analysis: Analysis) -> FeedItem:
     published = parse_instant(analysis.article.published_at)
-    return dated_item(analysis.article.id, published, parse_instant(analysis.generation.created_at))
-
-
-def dated_item(article_id: str, published: datetime | None, generated: datetime | None) -> FeedItem:
-    """The FeedItem of an article whose dates (parse_instant's) are known already."""
+    generated = parse_instant(analysis.generation.created_at)
     known = [moment for moment in (published, generated) if moment is not None]
     sort_key = published or generated or EPOCH
-    return FeedItem(article_id, sort_key, published, max(known, default=EPOCH))
+    return FeedItem(analysis.article.id, sort_key, published, max(known, default=EPOCH))
 
 
 @lru_cache(maxsize=16)  # asked once per article written, of the one site

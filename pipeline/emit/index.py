@@ -22,16 +22,9 @@ from types import TracebackType
 
 from markupsafe import Markup
 
-from pipeline.emit.feed import EPOCH, atom_feed_chunks, dated_item, feed_base, feed_entry_xml
+from pipeline.emit.feed import EPOCH, atom_feed_chunks, feed_base, feed_entry_xml, feed_item
 from pipeline.emit.output import read_analysis
-from pipeline.emit.render import (
-    UNDATED,
-    IndexHead,
-    SiteInfo,
-    index_entry_html,
-    index_html_chunks,
-    parse_instant,
-)
+from pipeline.emit.render import IndexHead, SiteInfo, index_entry_html, index_html_chunks, index_instant
 from pipeline.emit.write import atomic_write_chunks
 from pipeline.schema import Analysis, Disclaimer
 
@@ -84,23 +77,17 @@ class IndexSpool:
         if rendered is None:
             rendered = str(index_entry_html(analysis)), feed_entry_xml(analysis, self.site, self._base)
         index_entry, feed_entry = rendered
-        published = parse_instant(analysis.article.published_at)  # each date parsed once, for both orders
-        generated = parse_instant(analysis.generation.created_at)
-        placed = dated_item(analysis.article.id, published, generated)  # feed_item(analysis)
-        page_instant = published or generated or UNDATED  # index_instant(analysis)
+        placed = feed_item(analysis)
         row = (
-            str(path), path.parent.name, 1, *_stamp(path), _seconds(page_instant),
+            str(path), path.parent.name, 1, *_stamp(path), _seconds(index_instant(analysis)),
             placed.article_id, _seconds(placed.sort_key), _seconds(placed.updated),
             "\n".join(t.en for t in analysis.tags),
             analysis.disclaimer.en, analysis.disclaimer.zh, index_entry, feed_entry,
         )  # fmt: skip
-        with self._lock:  # (not _locked(): two generator context managers cost more than the insert)
-            try:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO entry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row
-                )
-            except sqlite3.Error as exc:
-                raise _os_error(exc) from exc
+        with self._locked():
+            self._db.execute(
+                "INSERT OR REPLACE INTO entry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row
+            )
 
     def start_catalogue(self) -> None:
         with self._locked():
@@ -182,12 +169,8 @@ def _as_os_error() -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
-        raise _os_error(exc) from exc
-
-
-def _os_error(exc: sqlite3.Error) -> OSError:
-    where = "SQLite keeps it in $SQLITE_TMPDIR, else $TMPDIR, else /var/tmp or /tmp"
-    return OSError(f"the index's temporary database failed: {exc} ({where})")
+        where = "SQLite keeps it in $SQLITE_TMPDIR, else $TMPDIR, else /var/tmp or /tmp"
+        raise OSError(f"the index's temporary database failed: {exc} ({where})") from exc
 
 
 def _stamp(path: Path) -> tuple[int, int]:

@@ -212,15 +212,12 @@ def parse_instant(raw: str | None) -> datetime | None:
     return moment
 
 
-UNDATED = datetime.min.replace(tzinfo=UTC)  # the instant of an article with neither date: last
-
-
 def index_instant(analysis: Analysis) -> datetime:
     """When the article was published (else generated), comparable across time zones."""
     return (
         parse_instant(analysis.article.published_at)
         or parse_instant(analysis.generation.created_at)
-        or UNDATED
+        or datetime.min.replace(tzinfo=UTC)
     )
 
 
