@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import fnmatch
 import os
-import random
 import re
+import tempfile
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -23,31 +22,14 @@ def _current_umask() -> int:
 # new file gets (0644 under the usual umask 022), so a web server can publish the site.
 _FILE_MODE = 0o666 & ~_current_umask()
 
-# As tempfile.mkstemp opens its files: created here or failing, never through a symbolic link.
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-_ATTEMPTS = getattr(os, "TMP_MAX", 10000)
-
-
-def _create_temporary(path: Path) -> tuple[int, str]:
-    """A new file ``.<name>.<random>.tmp`` beside `path`, open for writing, mode 0600: its
-    descriptor and its path. What tempfile.mkstemp does, with less Python around it."""
-    head, name = os.path.split(os.fspath(path))
-    for _ in range(_ATTEMPTS):
-        # random's generator is reseeded in a forked child, as tempfile's own is
-        tmp = os.path.join(head, f".{name}.{random.getrandbits(48):012x}.tmp")
-        try:
-            return os.open(tmp, _CREATE, 0o600), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "No usable temporary file name found")
-
 
 def _temporary_beside(path: Path) -> tuple[int, str]:
+    """A new file ``.<name>.<random>.tmp`` beside `path`, open for writing, mode 0600."""
     try:
-        return _create_temporary(path)
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except FileNotFoundError:  # the folder is made only when missing: one system call less per file
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _create_temporary(path)
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
 
 
 def _discard(tmp: str) -> None:
