@@ -28,13 +28,11 @@ from pipeline.emit import render as render_module
 from pipeline.emit.feed import feed_base, feed_entry_xml, feed_item, rfc3339, xml_text
 from pipeline.emit.render import (
     SiteInfo,
-    analysis_json_bytes,
     md_escape,
-    render_analysis_json,
     safe_href,
     strip_controls,
 )
-from pipeline.emit.write import atomic_write_text, remove_temporaries
+from pipeline.emit.write import remove_temporaries
 from pipeline.schema import Analysis
 from tests.conftest import RECORDINGS
 
@@ -242,18 +240,6 @@ def test_feed_entries_are_what_elementtree_writes(url: str | None) -> None:
 
 
 # --- analysis.json and the files -----------------------------------------------------------------
-
-
-def test_analysis_json_bytes_are_the_rendered_json_in_utf8() -> None:
-    for analysis in [Analysis.model_validate(recorded_document()), *hostile_analyses(20)]:
-        assert analysis_json_bytes(analysis) == render_analysis_json(analysis).encode("utf-8")
-
-
-def test_atomic_write_text_takes_text_or_its_bytes(tmp_path: Path) -> None:
-    atomic_write_text(tmp_path / "a.txt", "新的\n")
-    atomic_write_text(tmp_path / "b.txt", "新的\n".encode())
-    assert (tmp_path / "a.txt").read_bytes() == (tmp_path / "b.txt").read_bytes() == "新的\n".encode()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
 
 
 def test_remove_temporaries_removes_the_leftovers_of_the_names_given(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from pipeline.emit.feed import feed_base, feed_entry_xml
 from pipeline.emit.render import (
     SiteInfo,
-    analysis_json_bytes,
     index_entry_html,
+    render_analysis_json,
     render_article_html,
     render_article_markdown,
 )
@@ -57,7 +57,7 @@ def publish_article(out: Path, analysis: Analysis, site: SiteInfo) -> WrittenArt
     html, md, json_path = paths = [folder / name for name in ARTICLE_FILES]
     atomic_write_text(html, render_article_html(analysis, site))
     atomic_write_text(md, render_article_markdown(analysis))
-    atomic_write_text(json_path, analysis_json_bytes(analysis))  # render_analysis_json's, in UTF-8
+    atomic_write_text(json_path, render_analysis_json(analysis))
     outputs = [str(path) for path in paths]
     return WrittenArticle(
         outputs, str(index_entry_html(analysis)), feed_entry_xml(analysis, site, feed_base(site.url))

@@ -316,9 +316,3 @@ def _markdown_section(section: Section, labels: dict[str, str]) -> list[str]:
 
 def render_analysis_json(analysis: Analysis) -> str:
     return analysis.model_dump_json(indent=2) + "\n"
-
-
-def analysis_json_bytes(analysis: Analysis) -> bytes:
-    """render_analysis_json(analysis) in UTF-8, as the file holds it: pydantic's own bytes (what
-    model_dump_json decodes), not decoded to text only to be encoded again."""
-    return analysis.__pydantic_serializer__.to_json(analysis, indent=2) + b"\n"

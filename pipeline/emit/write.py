@@ -37,13 +37,12 @@ def _discard(tmp: str) -> None:
         os.unlink(tmp)
 
 
-def atomic_write_text(path: Path, text: str | bytes) -> None:
-    """Write `text` (or its UTF-8 bytes) to `path` so that readers see the old file or the new one,
-    never a torn one.
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never a torn one.
 
     The bytes are written with os.write, not through a text file object: the same bytes (UTF-8, no
     newline translation) without its buffer and its system calls (fstat, ioctl, two lseek)."""
-    data = text if isinstance(text, bytes) else text.encode("utf-8")
+    data = text.encode("utf-8")
     fd, tmp = _temporary_beside(path)
     try:
         try:
