@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from pipeline.analyze import Analyzer, ArticleOutcome, check_context
+from pipeline.checkpoints import Checkpoints
 from pipeline.collector import collecting_every
 from pipeline.config import Settings
 from pipeline.cost import cost_usd
 from pipeline.emit.index import IndexSpool, write_index
-from pipeline.emit.output import article_dir, is_article_id, read_analysis
+from pipeline.emit.output import article_dir, is_article_id, pages_whole, read_analysis
 from pipeline.emit.render import SiteInfo
 from pipeline.emit.write import atomic_write_chunks, remove_temporaries
 from pipeline.errors import ConfigError, OutputError, debugging
@@ -140,6 +141,7 @@ class Runner:
         self._force = False  # during a run: --force
         self._forget_on_force = True  # and with it, the article's journaled answers are dropped
         self._outputs_by_content: dict[str, str] | None = None  # content hash -> article id, when needed
+        self._checkpoints = Checkpoints(self._on_disk)  # a run's written articles, until flushed to disk
         self.limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
         self.halted: str | None = None
         self._overhead_tokens = estimate_tokens(book.messages(_PROBE, "en")[0]["content"]) + 400
@@ -186,6 +188,7 @@ class Runner:
         self._force = options.force
         self._forget_on_force = not options.journal_is_fresh
         self._outputs_by_content = None
+        self._checkpoints = Checkpoints(self._on_disk)
         inputs = list(discover(paths, exclude=options.out))
         total = _count(inputs)
         self.progress.start(total)
@@ -242,6 +245,7 @@ class Runner:
         self, report: RunReport, options: RunOptions, started: float, spool: Path, events: EventLog,
         index: IndexSpool,
     ) -> None:  # fmt: skip
+        self._checkpoints.flush()  # the articles' files are on disk before the report says so
         try:
             write_index(options.out, self.site, index)
         except OSError as exc:  # the articles are written: the report must still be
@@ -383,7 +387,7 @@ class Runner:
 
     def _current_output(self, folder: Path, content_sha256: str | None = None) -> bool:
         existing = read_analysis(folder / "analysis.json")
-        if existing is None or not all((folder / name).is_file() for name in ("article.html", "article.md")):
+        if existing is None or not pages_whole(folder):  # a page torn by a power cut is redone
             return False
         return (
             content_sha256 in (None, existing.article.content_sha256)
@@ -447,13 +451,18 @@ class Runner:
                 if self._index is not None:
                     entries = written.index_entry, written.feed_entry
                     self._index.add(Path(entry.outputs[-1]), outcome.analysis, entries)
+                self._checkpoints.written(article.id, written.outputs)
+                await self._checkpoints.flush_if_due()
             except OSError as exc:
                 entry.status, entry.error = "failed", f"cannot write to {out}: {exc.strerror or exc}"
                 entry.fatal = True
                 return entry
-            if self.journal is not None:
-                self.journal.forget(article.id)
         return entry
+
+    def _on_disk(self, article_id: str) -> None:
+        """The article's files are flushed to disk: its journaled answers are no longer needed."""
+        if self.journal is not None:
+            self.journal.forget(article_id)
 
     def _entry(self, article: Article, outcome: ArticleOutcome) -> ArticleEntry:
         notes = list(article.notes)

@@ -50,6 +50,10 @@ class CheckContext:
     system_prompt: str
 
 
+def publish_unflushed(out: Path, analysis: Analysis, site: SiteInfo) -> WrittenArticle:
+    return publish_article(out, analysis, site, durable=False)
+
+
 def run_checks(part: ModelPart, article: Article, context: CheckContext) -> list[Finding]:
     """Every check of a parsed answer pair: structure and language, the source, injection."""
     findings = check_part(part)
@@ -61,7 +65,9 @@ def run_checks(part: ModelPart, article: Article, context: CheckContext) -> list
 class Workers(Protocol):
     async def check(self, part: ModelPart, article: Article) -> list[Finding]: ...
 
-    async def publish(self, analysis: Analysis, site: SiteInfo, out: Path) -> WrittenArticle: ...
+    async def publish(self, analysis: Analysis, site: SiteInfo, out: Path) -> WrittenArticle:
+        """Render and write the article's files, not yet flushed to disk (``pipeline.checkpoints``)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -76,8 +82,8 @@ class InlineWorkers:
         return run_checks(part, article, self.context)
 
     async def publish(self, analysis: Analysis, site: SiteInfo, out: Path) -> WrittenArticle:
-        # in a thread: while this article's files are fsynced, the event loop goes on
-        return await asyncio.to_thread(publish_article, out, analysis, site)
+        # in a thread: while this article is rendered and written, the event loop goes on
+        return await asyncio.to_thread(publish_unflushed, out, analysis, site)
 
     def close(self) -> None:
         pass
@@ -296,7 +302,7 @@ def _serve(pipe: Connection, context: CheckContext) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
     jobs: dict[str, Callable[..., object]] = {
         "check": lambda part, article: run_checks(part, article, context),
-        "publish": publish_article,
+        "publish": publish_unflushed,
     }
     garbage = collect_by_work(JOBS_PER_COLLECTION)
     pipe.send_bytes(_READY)

@@ -185,12 +185,14 @@ def test_an_unwritable_output_folder_ends_the_run_before_paying_and_a_rerun_comp
 
 class FillingDisk:
     """atomic_write_text, wherever pipeline imported it, on a disk that fills up for good at the
-    first article.md after `complete` articles were written whole: from then on every fsync fails
-    with ENOSPC (inside the real atomic_write_text, which must clean up its temporary file)."""
+    first article.md after `complete` articles were written whole: from then on every write (and
+    fsync) to a file under `volume` fails with ENOSPC, inside the real atomic_write_text, which
+    must clean up its temporary file."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, complete: int) -> None:
-        self.real_write: Callable[[Path, str], None] = write_module.atomic_write_text
-        self.real_fsync = os.fsync
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, volume: Path, complete: int) -> None:
+        self.real_write: Callable[..., None] = write_module.atomic_write_text
+        self.real_fsync, self.real_os_write = os.fsync, os.write
+        self.volume = str(volume)
         self.complete = complete
         self.written = 0
         self.full = False
@@ -198,16 +200,25 @@ class FillingDisk:
             if name.startswith("pipeline") and getattr(module, "atomic_write_text", None) is self.real_write:
                 monkeypatch.setattr(module, "atomic_write_text", self)
         monkeypatch.setattr(os, "fsync", self.fsync)
+        monkeypatch.setattr(os, "write", self.os_write)
+
+    def _refused(self, fd: int) -> bool:
+        return self.full and os.readlink(f"/proc/self/fd/{fd}").startswith(self.volume)
 
     def fsync(self, fd: int) -> None:
-        if self.full:
+        if self._refused(fd):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         self.real_fsync(fd)
 
-    def __call__(self, path: Path, text: str) -> None:
+    def os_write(self, fd: int, data: bytes) -> int:
+        if self._refused(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.real_os_write(fd, data)
+
+    def __call__(self, path: Path, text: str, **options: bool) -> None:
         if path.name == "article.md" and self.written >= self.complete:
             self.full = True
-        self.real_write(path, text)
+        self.real_write(path, text, **options)
         if path.name == "analysis.json":
             self.written += 1
 
@@ -220,7 +231,7 @@ def test_a_disk_that_fills_up_mid_run_leaves_whole_files_and_a_rerun_pays_only_f
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     out = tmp_path / "out"
-    disk = FillingDisk(monkeypatch, complete=3)
+    disk = FillingDisk(monkeypatch, out, complete=3)
     with FakeOpenAIServer(RECORDINGS, api_key=KEY) as server:
         first = run_in_process(out, server.base_url, "--concurrency", "1")
         paid_first = len(chats(server))

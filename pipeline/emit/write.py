@@ -1,8 +1,13 @@
-"""The one place that writes output files: atomically (temporary file, fsync, rename)."""
+"""The one place that writes output files: atomically (temporary file, fsync, rename).
+
+A run writes its articles' files without an fsync each and flushes them to disk together now and
+then (`flush_to_disk`, see ``pipeline.checkpoints``): three fsyncs per article cost as much CPU as
+rendering it, or more when the disks are busy."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fnmatch
 import os
 import re
@@ -37,8 +42,11 @@ def _discard(tmp: str) -> None:
         os.unlink(tmp)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
     """Write `text` to `path` so that readers see the old file or the new one, never a torn one.
+    With `durable`, the bytes are on disk when it returns (fsync); without, they are once the
+    caller has flushed them (`flush_to_disk`): a crash of the process or ``kill -9`` leaves the
+    old file or the new one either way, a power cut before the flush may leave the file torn.
 
     The bytes are written with os.write, not through a text file object: the same bytes (UTF-8, no
     newline translation) without its buffer and its system calls (fstat, ioctl, two lseek)."""
@@ -50,7 +58,8 @@ def atomic_write_text(path: Path, text: str) -> None:
             done = os.write(fd, data)
             while done < len(data):  # a short write: rare, but the rest must follow
                 done += os.write(fd, data[done:])
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -74,6 +83,49 @@ def atomic_write_chunks(path: Path, chunks: Iterable[str]) -> None:
     except BaseException:
         _discard(tmp)
         raise
+
+
+@lru_cache(maxsize=1)
+def _syncfs() -> Callable[[int], int] | None:
+    """The C library's syncfs(2) (Linux), or None where there is none."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # the libraries this process has loaded
+    except (OSError, TypeError):
+        return None
+    syncfs: Callable[[int], int] | None = getattr(libc, "syncfs", None)
+    return syncfs
+
+
+def flush_to_disk(paths: Iterable[str | Path]) -> None:
+    """Put files written without `durable` (and their names, in their folders) on disk.
+
+    With syncfs(2), one call per file system does it for all of them: the file system writes every
+    waiting change at once, where an fsync per file costs a journal commit each. Elsewhere each
+    file and each folder holding one is fsynced."""
+    files = [os.fspath(path) for path in paths]
+    folders = sorted({os.path.dirname(file) for file in files})
+    syncfs = _syncfs()
+    if syncfs is not None:
+        devices: set[int] = set()
+        for folder in folders:
+            device = os.stat(folder).st_dev
+            if device in devices:
+                continue
+            devices.add(device)
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                if syncfs(fd) != 0:
+                    error = ctypes.get_errno()
+                    raise OSError(error, os.strerror(error), folder)
+            finally:
+                os.close(fd)
+        return
+    for name in [*files, *folders]:
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @lru_cache(maxsize=32)
