@@ -42,7 +42,7 @@ from pipeline.model.cache import JournaledModel
 from pipeline.prompts import PromptBook
 from pipeline.redact import Redactor
 from pipeline.report import ArticleEntry, RunReport
-from pipeline.schema import SCHEMA_VERSION, FindingOut
+from pipeline.schema import SCHEMA_VERSION, FindingOut, Usage
 from pipeline.workers import check_processes, new_workers
 
 RunMode = Literal["live", "replay", "record", "batch"]
@@ -344,6 +344,7 @@ class Runner:
                 self.journal.account(article.id)  # what the entry counts, no later run counts again
         finally:
             slots.release()
+        await self._flush_if_due(out)  # the next article need not wait for it
 
     def _settled(
         self, item: Article | InputFailure, options: RunOptions, first_by_hash: dict[str, str]
@@ -364,10 +365,26 @@ class Runner:
             note = "outputs exist for this content, prompt version and model"
             if done_as != item.id:  # the file was renamed, or lines were added above it in a .jsonl
                 note += f", as {done_as}"
-            if self.journal is not None:  # answers left by a run stopped as it wrote the article
+            entry = ArticleEntry(id=done_as, source=item.input_path, status="skipped", notes=[note])
+            if self.journal is not None:  # answers left by a run stopped after it wrote the article
+                self._count_unreported(entry, self.journal, done_as)
                 self.journal.forget(done_as)
-            return ArticleEntry(id=done_as, source=item.input_path, status="skipped", notes=[note])
+            return entry
         return None
+
+    def _count_unreported(self, entry: ArticleEntry, journal: JournaledModel, article_id: str) -> None:
+        """A skipped article's journaled answers that no report holds (its run stopped before its
+        report) are counted in its entry, as this run would count them if it used them."""
+        live, batch = journal.unreported(article_id)
+        entry.usage = live + batch
+        if entry.usage == Usage():
+            return
+        price = self.settings.price()
+        if price is not None:
+            entry.cost_usd = cost_usd(live, price) + cost_usd(batch, price, batch=True)
+        entry.notes.append(
+            "counts the cost of its answers: the run that paid for them stopped before its report"
+        )
 
     def is_done(self, article: Article, out: Path) -> bool:
         return self.done_as(article, out) is not None
@@ -451,13 +468,22 @@ class Runner:
                 if self._index is not None:
                     entries = written.index_entry, written.feed_entry
                     self._index.add(Path(entry.outputs[-1]), outcome.analysis, entries)
-                self._checkpoints.written(article.id, written.outputs)
-                await self._checkpoints.flush_if_due()
+                self._checkpoints.written(article.id, written.outputs)  # flushed once it is recorded
             except OSError as exc:
                 entry.status, entry.error = "failed", f"cannot write to {out}: {exc.strerror or exc}"
                 entry.fatal = True
                 return entry
         return entry
+
+    async def _flush_if_due(self, out: Path) -> None:
+        """A checkpoint, when one is due: after the entry is recorded, so that an article whose
+        answers are let go is in the report."""
+        try:
+            await self._checkpoints.flush_if_due()
+        except OSError as exc:  # the disk refuses: the articles written next could not be kept either
+            if self.halted is None:
+                self.halted = f"cannot write to {out}: {exc.strerror or exc}"
+                self.progress.note(f"stopping: {self.halted}")
 
     def _on_disk(self, article_id: str) -> None:
         """The article's files are flushed to disk: its journaled answers are no longer needed."""

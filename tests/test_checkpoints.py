@@ -12,7 +12,9 @@ import asyncio
 import ctypes
 import errno
 import io
+import json
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -232,8 +234,8 @@ def test_every_fixture_article_and_hostile_text_is_written_whole(tmp_path: Path)
 # ----------------------------------------------------------------------------- the runner
 
 
-def run_replay(paths: list[Path], out: Path, model: ChatModel) -> RunReport:
-    settings = Settings(check_processes=1)
+def run_replay(paths: list[Path], out: Path, model: ChatModel, settings: Settings | None = None) -> RunReport:
+    settings = settings or Settings(check_processes=1)
     journal = JournaledModel(model, out / JOURNAL_DIR)
     runner = Runner(settings, journal, PromptBook(settings), PlainProgress(io.StringIO()), journal)
     return asyncio.run(runner.run(paths, RunOptions(out=out, mode="replay")))
@@ -300,3 +302,96 @@ def test_an_article_torn_by_a_power_cut_before_its_checkpoint_is_redone_from_its
     assert list(statuses.values()).count("skipped") == 10
     assert all(pages_whole(folder) for folder in folders)
     assert journal_files(out) == []
+
+
+def test_a_flush_the_disk_refuses_stops_the_run_from_starting_articles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    flushes: list[int] = []
+
+    def flush(paths: Iterable[str | Path]) -> None:
+        flushes.append(len(list(paths)))
+        if len(flushes) == 1:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        flush_to_disk(paths)
+
+    monkeypatch.setattr(checkpoints_module, "flush_to_disk", flush)
+    monkeypatch.setattr(checkpoints_module, "CHECKPOINT_ARTICLES", 2)
+    report = run_replay([ARTICLES], out, CountingModel(), Settings(check_processes=1, concurrency=1))
+    ok = report.counts["ok"]  # the two, and one started while the flush failed
+    assert ok in (2, 3) and report.counts["not_started"] == 13 - ok, report.counts
+    assert report.halted == f"cannot write to {out}: {os.strerror(errno.EIO)}"
+    assert report.exit_code == 1
+    assert flushes[0] == 6 and sum(flushes[1:]) == 3 * ok, "every article written is flushed again, and kept"
+    assert journal_files(out) == [], "then their answers are let go"
+
+
+def test_answers_a_stopped_run_never_reported_are_counted_by_the_run_that_skips_their_article(
+    tmp_path: Path,
+) -> None:
+    """A run killed after it wrote its articles and before their checkpoint leaves their answers
+    journaled, paid by it and in no report. The run that skips those articles counts them, once."""
+    out = tmp_path / "out"
+    settings = Settings(check_processes=1, prices={"gpt-4.1-mini": {"input": 0.4, "output": 1.6}})
+    with pytest.MonkeyPatch.context() as killed:  # its checkpoint never came, nor (here) its report
+        killed.setattr(JournaledModel, "forget", lambda self, article_id, calls=None: None)
+        first = run_replay([ARTICLES], out, CountingModel(), settings)
+    paid = first.usage
+    assert paid.prompt_tokens > 0 and len(journal_files(out)) == 26
+
+    second = run_replay([ARTICLES], out, CountingModel(), settings)
+    assert second.counts["skipped"] == 13
+    assert second.usage == paid and second.cost_usd == first.cost_usd, "every answer counted, once"
+    for entry in second.articles:
+        assert (
+            entry.usage.prompt_tokens > 0
+            and entry.cost_usd
+            and "stopped before its report" in entry.notes[-1]
+        )
+    third = run_replay([ARTICLES], out, CountingModel(), settings)
+    assert third.counts["skipped"] == 13 and third.usage.prompt_tokens == 0 and third.cost_usd is None
+
+
+def test_a_run_stopped_during_a_checkpoint_reports_every_article_whose_answers_it_lets_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while a checkpoint flushes: the article that brought the checkpoint about is in the
+    report, since its answers are let go by the flush at the end of the run."""
+    out = tmp_path / "out"
+    flushing, release = threading.Event(), threading.Event()
+    let_go: list[str] = []
+
+    def flush(paths: Iterable[str | Path]) -> None:
+        flushing.set()
+        release.wait(timeout=30)
+        flush_to_disk(paths)
+
+    real_forget = JournaledModel.forget
+
+    def forget(self: JournaledModel, article_id: str, calls: list[str] | None = None) -> None:
+        let_go.append(article_id)
+        real_forget(self, article_id, calls)
+
+    monkeypatch.setattr(checkpoints_module, "flush_to_disk", flush)
+    monkeypatch.setattr(checkpoints_module, "CHECKPOINT_ARTICLES", 3)
+    monkeypatch.setattr(JournaledModel, "forget", forget)
+    settings = Settings(check_processes=1, concurrency=1)
+    journal = JournaledModel(CountingModel(), out / JOURNAL_DIR)
+    runner = Runner(settings, journal, PromptBook(settings), PlainProgress(io.StringIO()), journal)
+
+    async def stop_during_the_first_checkpoint() -> None:
+        run = asyncio.create_task(runner.run([ARTICLES], RunOptions(out=out, mode="replay")))
+        while not flushing.is_set():
+            await asyncio.sleep(0.01)
+        run.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+
+    asyncio.run(stop_during_the_first_checkpoint())
+    report = json.loads((out / "run-report.json").read_text(encoding="utf-8"))
+    reported = {entry["id"] for entry in report["articles"] if entry["status"] == "ok"}
+    assert len(let_go) >= 3 and set(let_go) <= reported, (let_go, reported)
+    kept = {path.parent.name for path in journal_files(out)}  # of an article stopped in flight
+    assert not kept & reported and not kept & set(let_go)

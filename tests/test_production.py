@@ -289,6 +289,11 @@ def test_kill_9_leaves_no_torn_file_and_the_rerun_pays_only_for_what_is_missing(
     assert left.relative_to(out / JOURNAL_DIR).as_posix() == f"{half.id}/en-0.json"
     assert {path.parent.name for path in journaled()} <= done_ids | {half.id}
     paid_by_the_killed_run = json.loads(left.read_text(encoding="utf-8"))["response"]["usage"]
+    unreported = {article_id: 0 for article_id in done_ids}  # finished, answers kept until a checkpoint
+    for path in journaled():
+        if path.parent.name in done_ids:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            unreported[path.parent.name] += document["response"]["usage"]["prompt_tokens"]
 
     with FakeOpenAIServer(RECORDINGS, api_key=API_KEY) as healthy:
         rerun = newsdesk(*args, "--base-url", healthy.base_url)
@@ -313,6 +318,10 @@ def test_kill_9_leaves_no_torn_file_and_the_rerun_pays_only_for_what_is_missing(
     zh = json.loads((RECORDINGS / half.id / "zh-0.json").read_text(encoding="utf-8"))["response"]["usage"]
     (entry,) = [e for e in report_of(out)["articles"] if e["id"] == half.id]
     assert entry["usage"]["prompt_tokens"] == paid_by_the_killed_run["prompt_tokens"] + zh["prompt_tokens"]
+    skipped = {
+        e["id"]: e["usage"]["prompt_tokens"] for e in report_of(out)["articles"] if e["status"] == "skipped"
+    }
+    assert skipped == unreported, "the answers of finished articles the killed run never reported are counted"
 
 
 def test_temporary_files_a_killed_run_left_are_removed_by_the_next(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 A rerun after a crash (or ``kill -9``) answers those calls from the journal instead of paying for
 them again, as long as the request is byte-for-byte the same. The runner clears an article's
-journal once its outputs are written, drops the answers of a failed article's calls that were
+journal once its outputs are on disk (``pipeline.checkpoints``), drops the answers of a failed article's calls that were
 refused, filtered, cut off or rejected by the checks (a retry must ask again, not replay them),
 and drops it all when ``--force`` redoes the article.
 
@@ -10,7 +10,8 @@ Each answer also says which run made the call (``paid_in``; none for a Batch API
 whether an article entry in a report holds its cost (``accounted``, set once a failed article's
 entry is recorded; a finished article's journal is cleared). A run reports the cost of each answer
 it uses that no report holds: the Batch API answers, and the calls of a run that was killed (or
-interrupted mid-article) before it reported them; once, however often it uses them.
+interrupted mid-article) before it reported them; once, however often it uses them. So does a run
+that skips an article whose answers are still journaled (its run was killed after writing it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from pipeline.emit.write import atomic_write_text
 from pipeline.model.base import ChatModel, ModelReply, ModelRequest, reply_from_body
 from pipeline.model.replay import recording_document, recording_path, request_sha256
+from pipeline.schema import Usage
 
 JOURNAL_DIR = ".calls"
 
@@ -86,6 +88,27 @@ class JournaledModel:
                     self._write(path, {**document, "accounted": True})
                 except OSError:  # a full disk, say: a later run reports this cost once more, no worse
                     continue
+
+    def unreported(self, article_id: str) -> tuple[Usage, Usage]:
+        """What the article's journaled answers cost that no report holds yet, at the live and at
+        the Batch API price: those of a run that stopped (killed, a power cut) after it wrote the
+        article's files and before it reported them. This run counts them, once."""
+        live, batch = Usage(), Usage()
+        for path in sorted((self.folder / article_id).glob("*.json")):
+            try:
+                document = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if not isinstance(document, dict) or not isinstance(document.get("response"), dict):
+                continue
+            reply = self._replay(path, document)
+            if reply.journaled:  # in a report already, or counted by this run
+                continue
+            if reply.batch:
+                batch = batch + reply.usage
+            else:
+                live = live + reply.usage
+        return live, batch
 
     def _replay(self, path: Path, document: dict[str, Any]) -> ModelReply:
         reply = reply_from_body(document["response"])
