@@ -48,6 +48,7 @@ class Checkpoints:
         self._flush = flush or flush_to_disk
         self._waiting: Written = []
         self._oldest = 0.0  # when the first article now waiting was written
+        self._flushing = False  # a checkpoint's flush is under way
 
     def written(self, article_id: str, paths: list[str]) -> None:
         if not self._waiting:
@@ -60,16 +61,20 @@ class Checkpoints:
         return len(self._waiting) >= self._articles or self._clock() - self._oldest >= self._seconds
 
     async def flush_if_due(self) -> None:
-        """A checkpoint when one is due; the flush runs in a thread while the event loop goes on
-        (articles written meanwhile wait for the next checkpoint)."""
-        if not self.due():
+        """A checkpoint when one is due and none is under way; the flush runs in a thread while
+        the event loop goes on (articles written meanwhile wait for the next checkpoint; on a disk
+        that other programs keep busy, a flush can take seconds, and flushes never pile up)."""
+        if self._flushing or not self.due():
             return
         oldest, batch = self._oldest, self._take()
+        self._flushing = True
         try:
             await asyncio.to_thread(self._flush, _files(batch))
         except BaseException:
             self._put_back(oldest, batch)
             raise
+        finally:
+            self._flushing = False
         self._done(batch)
 
     def flush(self) -> None:

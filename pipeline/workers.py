@@ -2,8 +2,8 @@
 
 That work is checking the answers (pure functions of the answer, the article, the glossary and the
 system prompt; the figures above all) and rendering and writing the article's files. A big run
-sends both to worker processes, one more than there are CPUs (a worker waiting for its files to
-reach the disk leaves its CPU to another), while the runner's event loop goes on with the model
+sends both to worker processes, one more than there are CPUs (a worker waiting on its pipe or on
+the disk leaves its CPU to another), while the runner's event loop goes on with the model
 calls, the journal, the index and the report. The workers start from a fresh forkserver (never a
 fork of the runner, which has threads), ignore Ctrl-C (the runner handles it), and get the glossary
 and system prompt once. When a worker dies (killed, out of memory), the rest of the run's work is
@@ -262,7 +262,7 @@ class PooledWorkers:
 
 def check_processes(setting: int | None, articles: int) -> int:
     """How many processes check answers and write articles: the setting, else for big runs one more
-    than the usable CPUs (each worker waits on fsync part of the time)."""
+    than the usable CPUs (each worker waits on its pipe and the disk part of the time)."""
     if setting is not None:
         return setting
     return usable_cpus() + 1 if articles >= POOL_MIN_ARTICLES else 1

@@ -134,6 +134,36 @@ def test_the_end_of_a_run_flushes_whatever_waits_and_a_failure_keeps_it() -> Non
     assert disk.events == [("flush", sorted(files("a"))), ("on disk", "a")]
 
 
+def test_checkpoints_never_pile_up_while_a_flush_is_under_way() -> None:
+    clock, started, release = Clock(), threading.Event(), threading.Event()
+    flushed: list[list[str]] = []
+    calls = 0
+
+    def slow_flush(paths: Iterable[str | Path]) -> None:
+        nonlocal calls
+        calls += 1
+        started.set()
+        release.wait(timeout=5)
+        flushed.append(sorted(str(p) for p in paths))
+
+    points = Checkpoints(lambda article_id: None, articles=1, seconds=60, clock=clock, flush=slow_flush)
+
+    async def two_articles_during_one_flush() -> None:
+        points.written("a", files("a"))
+        first = asyncio.create_task(points.flush_if_due())
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        points.written("b", files("b"))
+        await points.flush_if_due()  # due, but the flush of "a" is under way: returns at once
+        assert calls == 1 and points.due()
+        release.set()
+        await first
+        await points.flush_if_due()
+
+    asyncio.run(two_articles_during_one_flush())
+    assert flushed == [sorted(files("a")), sorted(files("b"))]
+
+
 # ----------------------------------------------------------------------------- the flush
 
 

@@ -2,9 +2,9 @@
 
 A rerun after a crash (or ``kill -9``) answers those calls from the journal instead of paying for
 them again, as long as the request is byte-for-byte the same. The runner clears an article's
-journal once its outputs are on disk (``pipeline.checkpoints``), drops the answers of a failed article's calls that were
-refused, filtered, cut off or rejected by the checks (a retry must ask again, not replay them),
-and drops it all when ``--force`` redoes the article.
+journal once its outputs are on disk (``pipeline.checkpoints``), drops the answers of a failed
+article's calls that were refused, filtered, cut off or rejected by the checks (a retry must ask
+again, not replay them), and drops it all when ``--force`` redoes the article.
 
 Each answer also says which run made the call (``paid_in``; none for a Batch API answer) and
 whether an article entry in a report holds its cost (``accounted``, set once a failed article's
