@@ -142,6 +142,7 @@ class Runner:
         self._forget_on_force = True  # and with it, the article's journaled answers are dropped
         self._outputs_by_content: dict[str, str] | None = None  # content hash -> article id, when needed
         self._checkpoints = Checkpoints(self._on_disk)  # a run's written articles, until flushed to disk
+        self._first_by_hash: dict[str, str] = {}
         self.limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
         self.halted: str | None = None
         self._overhead_tokens = estimate_tokens(book.messages(_PROBE, "en")[0]["content"]) + 400
@@ -189,6 +190,7 @@ class Runner:
         self._forget_on_force = not options.journal_is_fresh
         self._outputs_by_content = None
         self._checkpoints = Checkpoints(self._on_disk)
+        self._first_by_hash = {}  # content hash -> the input that had it first
         inputs = list(discover(paths, exclude=options.out))
         total = _count(inputs)
         self.progress.start(total)
@@ -220,11 +222,13 @@ class Runner:
         try:
             with IndexSpool(self.site) as self._index, collecting_every() as garbage:
                 with spool_path.open("w", encoding="utf-8") as spool:
+                    items = self._load(inputs)
                     try:
-                        await self._process_all(self._load(inputs), options, budget, record, events)
+                        await self._process_all(items, options, budget, record, events)
                     except (asyncio.CancelledError, KeyboardInterrupt) as exc:  # Ctrl-C, SIGTERM
                         interrupted = exc  # what finished is still reported and indexed, then it stops
                         self.halted = "interrupted (Ctrl-C or SIGTERM): run again to do the rest"
+                        self._record_unreached(items, options, record)
                 self._finish(report, options, started, spool_path, events, self._index)
         except OSError as exc:
             reason = exc.strerror or str(exc)
@@ -278,6 +282,20 @@ class Runner:
                     raise
                 yield InputFailure(path_label(item), f"cannot be read (internal error: {type(exc).__name__})")
 
+    def _record_unreached(
+        self, items: Iterator[Article | InputFailure], options: RunOptions, record: _Record
+    ) -> None:
+        """An interrupted run's report still accounts for every input: those it never reached are
+        settled as usual when they need no model call (skipped, duplicate, unreadable), else
+        `not_started`."""
+        for item in items:
+            entry = self._settled(item, options, self._first_by_hash)
+            if entry is None:
+                assert isinstance(item, Article)
+                entry = _interrupted(item)
+            if entry.status != "out_of_shard":
+                record(entry)
+
     async def _process_all(self, items: Iterator[Article | InputFailure], options: RunOptions,
                            budget: Budget | None, record: _Record, events: EventLog) -> None:  # fmt: skip
         running: set[asyncio.Task[None]] = set()
@@ -299,16 +317,19 @@ class Runner:
                          running: set[asyncio.Task[None]]) -> None:  # fmt: skip
         """Start a task per article to process, as slots free up; record the others at once."""
         slots = asyncio.Semaphore(self.settings.concurrency)
-        first_by_hash: dict[str, str] = {}
         budget_noted = False
         for item in items:
-            entry = self._settled(item, options, first_by_hash)
+            entry = self._settled(item, options, self._first_by_hash)
             if entry is not None:
                 if entry.status != "out_of_shard":
                     record(entry)
                 continue
             assert isinstance(item, Article)
-            await slots.acquire()
+            try:
+                await slots.acquire()
+            except asyncio.CancelledError:  # interrupted while it waited for a slot
+                record(_interrupted(item))
+                raise
             if self.halted is not None:
                 slots.release()
                 error = f"not started: {self.halted}"
@@ -333,7 +354,11 @@ class Runner:
     async def _one(self, article: Article, out: Path, budget: Budget | None, reserved: float,
                    record: _Record, slots: asyncio.Semaphore) -> None:  # fmt: skip
         try:
-            entry = await self._process(article, out)
+            try:
+                entry = await self._process(article, out)
+            except asyncio.CancelledError:  # interrupted in flight: its answers so far stay journaled
+                record(_interrupted(article))
+                raise
             if budget is not None:
                 budget.settle(reserved, entry.cost_usd or 0.0, entry.usage.completion_tokens)
             if entry.fatal and self.halted is None:  # every later article would fail the same way
@@ -559,6 +584,11 @@ def _text_pieces(path: Path, size: int = 1 << 16) -> Iterator[str]:
 
 class _Record(Protocol):
     def __call__(self, entry: ArticleEntry) -> None: ...
+
+
+def _interrupted(article: Article) -> ArticleEntry:
+    error = "not finished: the run was interrupted (Ctrl-C or SIGTERM); the next run does it"
+    return ArticleEntry(id=article.id, source=article.input_path, status="not_started", error=error)
 
 
 def _count(inputs: list[Path | InputFailure]) -> int:

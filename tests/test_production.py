@@ -374,6 +374,10 @@ def test_ctrl_c_stops_the_run_with_one_line_and_the_rerun_finishes_it(tmp_path: 
     assert list((out / "runs").glob(".*")) == [], "no spool file is left behind"
     report = report_of(out)  # what it did is reported, and the index lists what it finished
     assert report["counts"]["ok"] == 3 and report["halted"].startswith("interrupted")
+    assert report["counts"]["not_started"] == 10, "the articles in flight and those never reached"
+    assert sum(report["counts"].values()) == 13
+    for entry in report["articles"]:
+        assert entry["status"] == "ok" or "the run was interrupted" in entry["error"], entry
     assert (out / "index.html").read_text(encoding="utf-8").count('class="entry"') == 3
 
     with FakeOpenAIServer(RECORDINGS, api_key=API_KEY) as healthy:
@@ -422,6 +426,45 @@ def test_an_interrupted_run_stops_its_articles_before_closing_what_they_write_to
     assert list(out.rglob("*.tmp")) == [] and list((out / "runs").glob(".*")) == []
     screen = terminal.file.getvalue()  # type: ignore[attr-defined]
     assert screen.count("\x1b[?25l") == 1 and screen.count("\x1b[?25h") == 1, "the cursor is shown again"
+
+
+def test_an_interrupted_runs_report_accounts_for_every_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted with two articles in flight: those two and the articles it never reached are
+    not_started, an unreadable input it never reached failed, a copy of an article a duplicate."""
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    shutil.copytree(ARTICLES, inputs)
+    (inputs / "zz-broken.txt").write_bytes(b"\x00\x01\x02binary")
+    shutil.copyfile(inputs / "energy-iron-air-storage.txt", inputs / "zz-copy.txt")
+    in_checks: list[str] = []
+
+    class HeldWorkers(InlineWorkers):
+        async def check(self, part: ModelPart, article: Article) -> list[Finding]:
+            in_checks.append(article.id)
+            await asyncio.Event().wait()  # held until cancelled
+            raise AssertionError("unreachable")
+
+    settings = Settings(concurrency=2, check_processes=1)
+    monkeypatch.setattr(runner_module, "new_workers", lambda context, processes: HeldWorkers(context))
+    runner = Runner(settings, ReplayModel(RECORDINGS), PromptBook(settings), PlainProgress(io.StringIO()))
+
+    async def interrupt() -> None:
+        run = asyncio.create_task(runner.run([inputs], RunOptions(out=out, mode="replay")))
+        while len(in_checks) < 2:
+            await asyncio.sleep(0.01)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+
+    asyncio.run(interrupt())
+    report = report_of(out)
+    statuses = {Path(entry["source"]).name: entry["status"] for entry in report["articles"]}
+    assert len(statuses) == 15 and sum(report["counts"].values()) == 15
+    assert statuses["zz-broken.txt"] == "failed" and statuses["zz-copy.txt"] == "duplicate"
+    assert report["counts"]["not_started"] == 13
+    in_flight = {e["id"] for e in report["articles"] if e["id"] in in_checks}
+    assert in_flight == set(in_checks), "the articles stopped in flight are in the report"
 
 
 def test_a_dry_run_estimates_every_request_and_names_each_unreadable_input(tmp_path: Path) -> None:
