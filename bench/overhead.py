@@ -5,7 +5,8 @@
     python bench/overhead.py --repeat 5   # more runs of each size
 
 Each run is printed, then the median of the runs of each size: the machine this runs on is shared,
-and the same work takes from 11 to 19 ms of CPU per article depending on its load at the moment.
+and the same work takes from 9 to 16 ms of CPU per article depending on its load at the moment
+(mostly the system time of creating the articles' files on its disk).
 
 Each size runs in its own process. Runs of 50 articles or more check and write articles in worker
 processes (one more than the CPUs), so memory and CPU are measured over the whole process tree. The
