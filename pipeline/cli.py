@@ -198,6 +198,9 @@ def run_command(
         typer.echo(f"Error: the run stopped early: {report.halted}", err=True)
     if report.index_error:
         typer.echo(f"Error: index.html and feed.xml were not rebuilt: {report.index_error}", err=True)
+    if report.flush_error:
+        message = f"the articles' files could not be flushed to disk: {report.flush_error}"
+        typer.echo(f"Error: {message}; the next run checks them again", err=True)
     raise typer.Exit(report.exit_code)
 
 

@@ -48,6 +48,7 @@ class RunReport(BaseModel):
     rate_limit_pause_s: float = 0.0  # how long the endpoint's 429s paused every request of the run
     halted: str | None = None  # why the run stopped starting articles (an endpoint failure), if it did
     index_error: str | None = None  # why index.html and feed.xml were not rebuilt, if they were not
+    flush_error: str | None = None  # why the articles' files could not be flushed to disk at the end
     articles: list[ArticleEntry] = Field(default_factory=list)
 
     def add(self, entry: ArticleEntry) -> None:
@@ -72,6 +73,7 @@ class RunReport(BaseModel):
 
     @property
     def exit_code(self) -> int:
-        """0 when every article is ok, skipped or a duplicate and the index was rebuilt; 1 otherwise."""
+        """0 when every article is ok, skipped or a duplicate, and the index was rebuilt and the
+        articles' files flushed to disk; 1 otherwise."""
         failed = self.counts.get("failed", 0) or self.counts.get("not_started", 0)
-        return 1 if failed or self.index_error else 0
+        return 1 if failed or self.index_error or self.flush_error else 0

@@ -29,7 +29,7 @@ from pipeline.collector import collecting_every
 from pipeline.config import Settings
 from pipeline.cost import cost_usd
 from pipeline.emit.index import IndexSpool, write_index
-from pipeline.emit.output import article_dir, is_article_id, pages_whole, read_analysis
+from pipeline.emit.output import ARTICLE_FILES, article_dir, is_article_id, pages_whole, read_analysis
 from pipeline.emit.render import SiteInfo
 from pipeline.emit.write import atomic_write_chunks, remove_temporaries
 from pipeline.errors import ConfigError, OutputError, debugging
@@ -37,12 +37,12 @@ from pipeline.events import EventLog
 from pipeline.ingest import InputFailure, Limits, check_out_apart, discover, load_file, path_label
 from pipeline.ingest.article import Article, estimate_tokens
 from pipeline.lock import RunLock, describe_holder
-from pipeline.model.base import ChatModel
+from pipeline.model.base import CallKey, ChatModel, ModelRequest
 from pipeline.model.cache import JournaledModel
 from pipeline.prompts import PromptBook
 from pipeline.redact import Redactor
 from pipeline.report import ArticleEntry, RunReport
-from pipeline.schema import SCHEMA_VERSION, FindingOut, Usage
+from pipeline.schema import LANGS, SCHEMA_VERSION, FindingOut, Usage
 from pipeline.workers import check_processes, new_workers
 
 RunMode = Literal["live", "replay", "record", "batch"]
@@ -143,6 +143,7 @@ class Runner:
         self._outputs_by_content: dict[str, str] | None = None  # content hash -> article id, when needed
         self._checkpoints = Checkpoints(self._on_disk)  # a run's written articles, until flushed to disk
         self._first_by_hash: dict[str, str] = {}
+        self._opened = 0  # how many of the run's input files were opened
         self.limits = Limits(settings.max_input_bytes, settings.max_input_tokens)
         self.halted: str | None = None
         self._overhead_tokens = estimate_tokens(book.messages(_PROBE, "en")[0]["content"]) + 400
@@ -228,7 +229,7 @@ class Runner:
                     except (asyncio.CancelledError, KeyboardInterrupt) as exc:  # Ctrl-C, SIGTERM
                         interrupted = exc  # what finished is still reported and indexed, then it stops
                         self.halted = "interrupted (Ctrl-C or SIGTERM): run again to do the rest"
-                        self._record_unreached(items, options, record)
+                        self._record_unreached(items, options, record, inputs)
                 self._finish(report, options, started, spool_path, events, self._index)
         except OSError as exc:
             reason = exc.strerror or str(exc)
@@ -249,7 +250,11 @@ class Runner:
         self, report: RunReport, options: RunOptions, started: float, spool: Path, events: EventLog,
         index: IndexSpool,
     ) -> None:  # fmt: skip
-        self._checkpoints.flush()  # the articles' files are on disk before the report says so
+        try:  # the articles' files are on disk before the report says so
+            self._checkpoints.flush()
+        except OSError as exc:  # their answers stay journaled: the next run checks them again
+            report.flush_error = exc.strerror or str(exc)
+            events.emit("flush_failed", error=report.flush_error)
         try:
             write_index(options.out, self.site, index)
         except OSError as exc:  # the articles are written: the report must still be
@@ -271,7 +276,8 @@ class Runner:
                     halted=report.halted)  # fmt: skip
 
     def _load(self, inputs: list[Path | InputFailure]) -> Iterator[Article | InputFailure]:
-        for item in inputs:
+        for position, item in enumerate(inputs):
+            self._opened = position + 1  # inputs[self._opened:] are not read yet
             if isinstance(item, InputFailure):
                 yield item
                 continue
@@ -283,18 +289,32 @@ class Runner:
                 yield InputFailure(path_label(item), f"cannot be read (internal error: {type(exc).__name__})")
 
     def _record_unreached(
-        self, items: Iterator[Article | InputFailure], options: RunOptions, record: _Record
-    ) -> None:
-        """An interrupted run's report still accounts for every input: those it never reached are
-        settled as usual when they need no model call (skipped, duplicate, unreadable), else
-        `not_started`."""
-        for item in items:
-            entry = self._settled(item, options, self._first_by_hash)
-            if entry is None:
-                assert isinstance(item, Article)
-                entry = _interrupted(item)
-            if entry.status != "out_of_shard":
-                record(entry)
+        self, items: Iterator[Article | InputFailure], options: RunOptions, record: _Record,
+        inputs: list[Path | InputFailure],
+    ) -> None:  # fmt: skip
+        """An interrupted run's report still accounts for the inputs it never reached: settled as
+        usual when they need no model call (skipped, duplicate, unreadable), else `not_started`.
+        After UNREACHED_SECONDS (a scheduler waits only so long after SIGTERM) the files not yet
+        read are listed unread, one entry each, and a second Ctrl-C stops the listing: the report
+        is written either way."""
+        deadline = time.monotonic() + UNREACHED_SECONDS
+        try:
+            for item in items:
+                entry = self._settled(item, options, self._first_by_hash)
+                if entry is None:
+                    assert isinstance(item, Article)
+                    entry = _interrupted(item)
+                if entry.status != "out_of_shard":
+                    record(entry)
+                if time.monotonic() > deadline:
+                    break
+            if options.shard is not None:  # whether an unread file is this shard's is not known
+                return
+            for unread in inputs[self._opened :]:
+                source = unread.input_path if isinstance(unread, InputFailure) else path_label(unread)
+                record(ArticleEntry(id=None, source=source, status="not_started", error=_NOT_READ))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            return
 
     async def _process_all(self, items: Iterator[Article | InputFailure], options: RunOptions,
                            budget: Budget | None, record: _Record, events: EventLog) -> None:  # fmt: skip
@@ -365,7 +385,7 @@ class Runner:
                 self.halted = entry.error or "the endpoint failed"
                 self.progress.note(f"stopping: {self.halted}")
             record(entry)
-            if self.journal is not None and entry.status == "failed" and entry.attempts:
+            if self.journal is not None and entry.attempts:
                 self.journal.account(article.id)  # what the entry counts, no later run counts again
         finally:
             slots.release()
@@ -386,16 +406,34 @@ class Runner:
                                 duplicate_of=first_by_hash[item.content_sha256])  # fmt: skip
         first_by_hash[item.content_sha256] = item.input_path
         done_as = None if options.force else self.done_as(item, options.out)
-        if done_as is not None:
-            note = "outputs exist for this content, prompt version and model"
-            if done_as != item.id:  # the file was renamed, or lines were added above it in a .jsonl
-                note += f", as {done_as}"
-            entry = ArticleEntry(id=done_as, source=item.input_path, status="skipped", notes=[note])
-            if self.journal is not None:  # answers left by a run stopped after it wrote the article
-                self._count_unreported(entry, self.journal, done_as)
-                self.journal.forget(done_as)
-            return entry
-        return None
+        if done_as is None:
+            return None
+        left = self.journal if self.journal is not None and self.journal.holds(done_as) else None
+        # Answers left in the journal: the run that wrote the files stopped before they were known
+        # to be on disk, and a power cut may have torn them in a way no check sees. The article is
+        # redone from the journal when it can answer (no model call), else kept as it is.
+        if left is not None and done_as == item.id and self._journal_answers(left, item):
+            return None
+        note = "outputs exist for this content, prompt version and model"
+        if done_as != item.id:  # the file was renamed, or lines were added above it in a .jsonl
+            note += f", as {done_as}"
+        entry = ArticleEntry(id=done_as, source=item.input_path, status="skipped", notes=[note])
+        if left is not None:
+            self._count_unreported(entry, left, done_as)
+            left.account(done_as)
+            folder = article_dir(options.out, done_as)  # its answers go once its files are on disk
+            self._checkpoints.written(done_as, [str(folder / name) for name in ARTICLE_FILES])
+        return entry
+
+    def _journal_answers(self, journal: JournaledModel, article: Article) -> bool:
+        """Whether the journal holds the answers to the article's first requests as made today."""
+        for lang in LANGS:
+            body = self.book.request_body(
+                lang, self.book.messages(article, lang), self.settings.max_output_tokens
+            )
+            if not journal.has(ModelRequest(CallKey(article.id, lang, 0), body, self.book.version)):
+                return False
+        return True
 
     def _count_unreported(self, entry: ArticleEntry, journal: JournaledModel, article_id: str) -> None:
         """A skipped article's journaled answers that no report holds (its run stopped before its
@@ -584,6 +622,10 @@ def _text_pieces(path: Path, size: int = 1 << 16) -> Iterator[str]:
 
 class _Record(Protocol):
     def __call__(self, entry: ArticleEntry) -> None: ...
+
+
+UNREACHED_SECONDS = 5.0  # how long an interrupted run reads the inputs it never reached, for its report
+_NOT_READ = "not started: the run was interrupted before it read this file; the next run does it"
 
 
 def _interrupted(article: Article) -> ArticleEntry:

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+import pipeline.checkpoints as checkpoints_module
 import pipeline.emit.write as write_module
 from pipeline.cli import app
 from pipeline.schema import Analysis
@@ -252,6 +253,25 @@ def test_a_disk_that_fills_up_mid_run_leaves_whole_files_and_a_rerun_pays_only_f
     assert paid_first + paid_second == CLEAN_RUN_CALLS, "the answers paid before the failure were kept"
     assert len(assert_nothing_torn(out)) == TOTAL
     assert not any((out / ".calls").rglob("*.json")), "the call journal is emptied once outputs exist"
+
+
+def test_a_disk_that_refuses_to_flush_at_the_end_gives_one_error_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    out = tmp_path / "out"
+
+    def refused(paths: object) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(checkpoints_module, "flush_to_disk", refused)
+    monkeypatch.setattr(checkpoints_module, "CHECKPOINT_SECONDS", 3600.0)  # only the final flush
+    with FakeOpenAIServer(RECORDINGS, api_key=KEY) as server:
+        result = run_in_process(out, server.base_url)
+    assert result.exit_code == 1, result.stderr
+    line = assert_one_error_line(result.stderr, "could not be flushed to disk", os.strerror(errno.EIO))
+    assert line.endswith("the next run checks them again")
+    assert report_of(out)["counts"]["ok"] == TOTAL
 
 
 # ----------------------------------------------------------------------------- the endpoint

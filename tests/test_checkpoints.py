@@ -14,9 +14,11 @@ import errno
 import io
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -216,7 +218,24 @@ def test_without_syncfs_each_file_and_each_folder_is_fsynced(
     monkeypatch.setattr(os, "fsync", fsync)
     paths = written_files(tmp_path)
     flush_to_disk(paths)
-    assert sorted(fsynced) == sorted([*map(str, paths), str(tmp_path / "one"), str(tmp_path / "two")])
+    folders = [str(tmp_path / "one"), str(tmp_path / "two"), str(tmp_path)]  # and their parent
+    assert sorted(fsynced) == sorted([*map(str, paths), *folders])
+
+
+@pytest.mark.parametrize(("system", "release", "usable"), [("linux", "5.4.0-150-generic", False),
+    ("linux", "5.8.0", True), ("linux", "6.18.44-fc", True), ("darwin", "23.1.0", False)])  # fmt: skip
+def test_syncfs_is_used_only_where_it_reports_failed_writes(
+    monkeypatch: pytest.MonkeyPatch, system: str, release: str, usable: bool
+) -> None:
+    """Linux reports a failed write back through syncfs only since 5.8: before, per-file fsync."""
+    real_uname = os.uname()
+    monkeypatch.setattr(sys, "platform", system)
+    monkeypatch.setattr(os, "uname", lambda: SimpleNamespace(release=release))
+    write_module._syncfs.cache_clear()
+    try:
+        assert (write_module._syncfs() is not None) == (usable and real_uname.sysname == "Linux")
+    finally:
+        write_module._syncfs.cache_clear()
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="syncfs is Linux's")
@@ -271,6 +290,32 @@ def run_replay(paths: list[Path], out: Path, model: ChatModel, settings: Setting
     return asyncio.run(runner.run(paths, RunOptions(out=out, mode="replay")))
 
 
+class FlushWatch:
+    """The real flush and journal, watched: which files were flushed, whether the run's report
+    existed at each flush, and for each article let go whether its files were flushed by then."""
+
+    def __init__(self, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.flushed: set[str] = set()
+        self.flushes: list[bool] = []
+        self.let_go: dict[str, bool] = {}
+        real_forget = JournaledModel.forget
+
+        def flush(paths: Iterable[str | Path]) -> None:
+            paths = [str(path) for path in paths]
+            flush_to_disk(paths)
+            self.flushed.update(paths)
+            self.flushes.append((out / "run-report.json").exists())
+
+        def forget(journal: JournaledModel, article_id: str, calls: list[str] | None = None) -> None:
+            folder = out / "articles" / article_id
+            flushed = all(str(folder / name) in self.flushed for name in ARTICLE_FILES)
+            self.let_go.setdefault(article_id, flushed)
+            real_forget(journal, article_id, calls)
+
+        monkeypatch.setattr(checkpoints_module, "flush_to_disk", flush)
+        monkeypatch.setattr(JournaledModel, "forget", forget)
+
+
 def journal_files(out: Path) -> list[Path]:
     return sorted((out / JOURNAL_DIR).rglob("*.json")) if (out / JOURNAL_DIR).exists() else []
 
@@ -279,59 +324,102 @@ def test_answers_are_let_go_only_once_their_articles_files_are_flushed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    flushed: set[str] = set()
-    flushes: list[bool] = []  # for each flush: whether the run's report was written before it
-    let_go: dict[str, bool] = {}  # article id -> its three files were flushed when it was first let go
-
-    def flush(paths: Iterable[str | Path]) -> None:
-        paths = [str(path) for path in paths]
-        flush_to_disk(paths)
-        flushed.update(paths)
-        flushes.append((out / "run-report.json").exists())
-
-    real_forget = JournaledModel.forget
-
-    def forget(self: JournaledModel, article_id: str, calls: list[str] | None = None) -> None:
-        folder = out / "articles" / article_id
-        let_go.setdefault(article_id, all(str(folder / name) in flushed for name in ARTICLE_FILES))
-        real_forget(self, article_id, calls)
-
-    monkeypatch.setattr(checkpoints_module, "flush_to_disk", flush)
+    watch = FlushWatch(out, monkeypatch)
     monkeypatch.setattr(checkpoints_module, "CHECKPOINT_ARTICLES", 4)
-    monkeypatch.setattr(JournaledModel, "forget", forget)
     report = run_replay([ARTICLES], out, CountingModel())
     assert report.counts["ok"] == 13
-    assert len(flushes) >= 4, "checkpoints every four articles, and one at the end"
-    assert flushes == [False] * len(flushes), "every flush comes before the report"
-    assert len(let_go) == 13 and all(let_go.values()), let_go
+    assert len(watch.flushes) >= 4, "checkpoints every four articles, and one at the end"
+    assert watch.flushes == [False] * len(watch.flushes), "every flush comes before the report"
+    assert len(watch.let_go) == 13 and all(watch.let_go.values()), watch.let_go
     assert journal_files(out) == []
 
 
-def test_an_article_torn_by_a_power_cut_before_its_checkpoint_is_redone_from_its_journal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The power goes after the articles were written but before their checkpoint: their answers
-    are still journaled, and some of their files are torn. The next run redoes those articles
-    from the journal without a model call, and skips the whole ones."""
-    out = tmp_path / "out"
-    with monkeypatch.context() as power_cut:  # the checkpoint never let the answers go
-        power_cut.setattr(JournaledModel, "forget", lambda self, article_id, calls=None: None)
-        assert run_replay([ARTICLES], out, CountingModel()).counts["ok"] == 13
-    assert len(journal_files(out)) == 26
+def no_forget(self: JournaledModel, article_id: str, calls: list[str] | None = None) -> None:
+    """The checkpoint that lets an article's answers go never came (kill -9, a power cut)."""
+
+
+def tear(out: Path) -> dict[str, str]:
+    """Three articles' files as a power cut can leave them: a page cut short, a Markdown file cut
+    after one of its lines (no check of the file alone sees it), an analysis.json cut in half."""
     folders = sorted((out / "articles").iterdir())
     torn = {folders[0].name: "article.html", folders[1].name: "article.md", folders[2].name: "analysis.json"}
     for article_id, name in torn.items():
         path = out / "articles" / article_id / name
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if name != "article.md" else b"")
+        whole = path.read_bytes()
+        cut = whole.rstrip(b"\n").rfind(b"\n") + 1 if name == "article.md" else len(whole) // 2
+        path.write_bytes(whole[:cut])
+    assert pages_whole(folders[1]), "the cut Markdown file looks whole"
+    return torn
+
+
+def files_with_their_time_masked(out: Path) -> dict[Path, str]:
+    """Every article file, its analysis' generation time masked (a redone article gets its own)."""
+    files = {}
+    for folder in sorted((out / "articles").iterdir()):
+        created = json.loads((folder / "analysis.json").read_text(encoding="utf-8"))["generation"][
+            "created_at"
+        ]
+        for path in sorted(folder.iterdir()):
+            files[path] = path.read_text(encoding="utf-8").replace(created, "<created_at>")
+    return files
+
+
+def test_articles_whose_answers_are_still_journaled_are_redone_from_them_not_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The power goes after the articles were written but before their checkpoint: their answers
+    are still journaled, and some of their files are torn, one in a way no check sees. The next
+    run redoes every such article from the journal, without a model call."""
+    out = tmp_path / "out"
+    with monkeypatch.context() as power_cut:
+        power_cut.setattr(JournaledModel, "forget", no_forget)
+        assert run_replay([ARTICLES], out, CountingModel()).counts["ok"] == 13
+    assert len(journal_files(out)) == 26
+    whole = files_with_their_time_masked(out)
+    tear(out)
 
     model = CountingModel()
     report = run_replay([ARTICLES], out, model)
-    assert model.calls == [], "the torn articles' answers come from the journal"
-    statuses = {entry.id: entry.status for entry in report.articles}
-    assert {i for i, status in statuses.items() if status == "ok"} == set(torn)
-    assert list(statuses.values()).count("skipped") == 10
-    assert all(pages_whole(folder) for folder in folders)
+    assert model.calls == [], "every answer comes from the journal"
+    assert report.counts["ok"] == 13
+    assert report.usage.prompt_tokens == 0, "reported by the run that made the calls, not again"
+    assert files_with_their_time_masked(out) == whole, "every file whole again"
     assert journal_files(out) == []
+
+
+def test_when_the_journal_cannot_answer_whole_articles_are_kept_and_their_answers_go_once_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answers left by a run killed before it recorded its articles, which no longer answer
+    today's requests: the articles that look whole are skipped, counting the cost no report
+    holds, and their answers go only once their files are flushed; the torn ones are asked again."""
+    out = tmp_path / "out"
+    prices = {"gpt-4.1-mini": {"input": 0.4, "output": 1.6}}
+    with monkeypatch.context() as killed:
+        killed.setattr(JournaledModel, "forget", no_forget)
+        killed.setattr(JournaledModel, "account", lambda self, article_id: None)
+        first = run_replay([ARTICLES], out, CountingModel(), Settings(check_processes=1, prices=prices))
+    torn = tear(out)
+    for path in journal_files(out):  # answers to requests other than today's
+        document = json.loads(path.read_text(encoding="utf-8"))
+        path.write_text(json.dumps({**document, "request_sha256": "0" * 64}), encoding="utf-8")
+    watch = FlushWatch(out, monkeypatch)
+    settings = Settings(check_processes=1, prices=prices)
+    model = CountingModel()
+    second = run_replay([ARTICLES], out, model, settings)
+    asked = {call.split("/")[0] for call in model.calls}
+    md_torn = next(article_id for article_id, name in torn.items() if name == "article.md")
+    assert asked == set(torn) - {md_torn}, "only the articles seen torn are asked again"
+    skipped = [entry for entry in second.articles if entry.status == "skipped"]
+    assert len(skipped) == 11 and all(entry.usage.prompt_tokens > 0 for entry in skipped)
+    assert all("stopped before its report" in entry.notes[-1] for entry in skipped)
+    assert all(watch.let_go.values()) and len(watch.let_go) == 13, watch.let_go
+    assert journal_files(out) == []
+    first_cost = {entry.id: entry.cost_usd for entry in first.articles}
+    assert all(entry.cost_usd == first_cost[entry.id] for entry in skipped), "counted once, in full"
+
+    third = run_replay([ARTICLES], out, CountingModel(), settings)
+    assert third.counts["skipped"] == 13 and third.usage.prompt_tokens == 0
 
 
 def test_a_flush_the_disk_refuses_stops_the_run_from_starting_articles(
@@ -357,28 +445,23 @@ def test_a_flush_the_disk_refuses_stops_the_run_from_starting_articles(
     assert journal_files(out) == [], "then their answers are let go"
 
 
-def test_answers_a_stopped_run_never_reported_are_counted_by_the_run_that_skips_their_article(
-    tmp_path: Path,
+def test_answers_a_stopped_run_never_reported_are_counted_by_the_run_that_uses_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A run killed after it wrote its articles and before their checkpoint leaves their answers
-    journaled, paid by it and in no report. The run that skips those articles counts them, once."""
+    """A run killed after it wrote its articles and before it recorded them leaves their answers
+    journaled, paid by it and in no report or log. The run that redoes them counts them, once."""
     out = tmp_path / "out"
     settings = Settings(check_processes=1, prices={"gpt-4.1-mini": {"input": 0.4, "output": 1.6}})
-    with pytest.MonkeyPatch.context() as killed:  # its checkpoint never came, nor (here) its report
-        killed.setattr(JournaledModel, "forget", lambda self, article_id, calls=None: None)
+    with monkeypatch.context() as killed:
+        killed.setattr(JournaledModel, "forget", no_forget)
+        killed.setattr(JournaledModel, "account", lambda self, article_id: None)
         first = run_replay([ARTICLES], out, CountingModel(), settings)
-    paid = first.usage
-    assert paid.prompt_tokens > 0 and len(journal_files(out)) == 26
+    assert first.usage.prompt_tokens > 0 and len(journal_files(out)) == 26
 
-    second = run_replay([ARTICLES], out, CountingModel(), settings)
-    assert second.counts["skipped"] == 13
-    assert second.usage == paid and second.cost_usd == first.cost_usd, "every answer counted, once"
-    for entry in second.articles:
-        assert (
-            entry.usage.prompt_tokens > 0
-            and entry.cost_usd
-            and "stopped before its report" in entry.notes[-1]
-        )
+    model = CountingModel()
+    second = run_replay([ARTICLES], out, model, settings)
+    assert model.calls == [] and second.counts["ok"] == 13
+    assert second.usage == first.usage and second.cost_usd == first.cost_usd, "every answer counted, once"
     third = run_replay([ARTICLES], out, CountingModel(), settings)
     assert third.counts["skipped"] == 13 and third.usage.prompt_tokens == 0 and third.cost_usd is None
 
@@ -425,3 +508,30 @@ def test_a_run_stopped_during_a_checkpoint_reports_every_article_whose_answers_i
     assert len(let_go) >= 3 and set(let_go) <= reported, (let_go, reported)
     kept = {path.parent.name for path in journal_files(out)}  # of an article stopped in flight
     assert not kept & reported and not kept & set(let_go)
+
+
+def test_a_final_flush_the_disk_refuses_is_reported_and_the_next_run_checks_the_articles_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+
+    def refused(paths: Iterable[str | Path]) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with monkeypatch.context() as failing_disk:
+        failing_disk.setattr(checkpoints_module, "flush_to_disk", refused)
+        failing_disk.setattr(checkpoints_module, "CHECKPOINT_SECONDS", 3600.0)  # only the final flush
+        report = run_replay([ARTICLES], out, CountingModel())
+    assert report.counts["ok"] == 13 and report.flush_error == os.strerror(errno.EIO)
+    assert report.exit_code == 1
+    written = json.loads((out / "run-report.json").read_text(encoding="utf-8"))
+    assert written["flush_error"] == os.strerror(errno.EIO), "the report is still written"
+    kept = journal_files(out)
+    assert len(kept) == 26, "the answers stay: the files are not known to be on disk"
+    assert all(json.loads(path.read_text(encoding="utf-8"))["accounted"] for path in kept)
+
+    model = CountingModel()
+    again = run_replay([ARTICLES], out, model)
+    assert model.calls == [] and again.counts["ok"] == 13, "redone from the journal"
+    assert again.usage.prompt_tokens == 0 and again.flush_error is None, "counted by the first run only"
+    assert journal_files(out) == []

@@ -11,6 +11,7 @@ import ctypes
 import fnmatch
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from functools import lru_cache
@@ -87,7 +88,11 @@ def atomic_write_chunks(path: Path, chunks: Iterable[str]) -> None:
 
 @lru_cache(maxsize=1)
 def _syncfs() -> Callable[[int], int] | None:
-    """The C library's syncfs(2) (Linux), or None where there is none."""
+    """The C library's syncfs(2), on Linux 5.8 or later (before, it did not report a failed write
+    to disk, and a flush that lost data would pass), or None."""
+    version = re.match(r"(\d+)\.(\d+)", os.uname().release) if sys.platform == "linux" else None
+    if version is None or (int(version[1]), int(version[2])) < (5, 8):
+        return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)  # the libraries this process has loaded
     except (OSError, TypeError):
@@ -101,9 +106,11 @@ def flush_to_disk(paths: Iterable[str | Path]) -> None:
 
     With syncfs(2), one call per file system does it for all of them: the file system writes every
     waiting change at once, where an fsync per file costs a journal commit each. Elsewhere each
-    file and each folder holding one is fsynced."""
+    file, each folder holding one and the folders holding those are fsynced (a new article's
+    folder is a new name in its parent)."""
     files = [os.fspath(path) for path in paths]
     folders = sorted({os.path.dirname(file) for file in files})
+    parents = sorted({os.path.dirname(folder) for folder in folders} - set(folders))
     syncfs = _syncfs()
     if syncfs is not None:
         devices: set[int] = set()
@@ -120,7 +127,7 @@ def flush_to_disk(paths: Iterable[str | Path]) -> None:
             finally:
                 os.close(fd)
         return
-    for name in [*files, *folders]:
+    for name in [*files, *folders, *parents]:
         fd = os.open(name, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -7,11 +7,11 @@ article's calls that were refused, filtered, cut off or rejected by the checks (
 again, not replay them), and drops it all when ``--force`` redoes the article.
 
 Each answer also says which run made the call (``paid_in``; none for a Batch API answer) and
-whether an article entry in a report holds its cost (``accounted``, set once a failed article's
-entry is recorded; a finished article's journal is cleared). A run reports the cost of each answer
-it uses that no report holds: the Batch API answers, and the calls of a run that was killed (or
-interrupted mid-article) before it reported them; once, however often it uses them. So does a run
-that skips an article whose answers are still journaled (its run was killed after writing it).
+whether an article entry in a run's log and report holds its cost (``accounted``, set once the
+article's entry is recorded; a finished article's journal is cleared once its files are on disk).
+A run reports the cost of each answer it uses that no entry holds: the Batch API answers, and the
+calls of a run that was killed (or interrupted mid-article) before it recorded them; once, however
+often it uses them. So does a run that skips an article whose answers are still journaled.
 """
 
 from __future__ import annotations
@@ -71,6 +71,10 @@ class JournaledModel:
         document = {**recording_document(request, response), "batch": batch, "paid_in": paid_in,
                     "accounted": False}  # fmt: skip
         self._write(path=recording_path(self.folder, request), document=document)
+
+    def holds(self, article_id: str) -> bool:
+        """Whether any answer of the article is journaled."""
+        return any((self.folder / article_id).glob("*.json"))
 
     def has(self, request: ModelRequest) -> bool:
         return self._document(recording_path(self.folder, request), request) is not None
