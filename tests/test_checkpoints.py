@@ -244,6 +244,26 @@ def test_this_system_has_syncfs_and_it_flushes_written_files(tmp_path: Path) -> 
     flush_to_disk(written_files(tmp_path))  # the real call: an error would raise
 
 
+def test_a_durable_write_puts_the_file_and_its_name_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fsync, fsynced = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_module.atomic_write_text(tmp_path / "note.json", "{}\n")
+    assert fsynced[0].startswith(str(tmp_path / ".note.json.")) and fsynced[1:] == [str(tmp_path)]
+    fsynced.clear()
+    write_module.atomic_write_chunks(tmp_path / "report.json", ["{", "}\n"])
+    assert fsynced[0].startswith(str(tmp_path / ".report.json.")) and fsynced[1:] == [str(tmp_path)]
+    fsynced.clear()
+    write_module.atomic_write_text(tmp_path / "page.html", "<html></html>", durable=False)
+    assert fsynced == [], "an article's page waits for its checkpoint"
+
+
 # ----------------------------------------------------------------------------- torn pages
 
 

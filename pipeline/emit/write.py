@@ -45,9 +45,10 @@ def _discard(tmp: str) -> None:
 
 def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
     """Write `text` to `path` so that readers see the old file or the new one, never a torn one.
-    With `durable`, the bytes are on disk when it returns (fsync); without, they are once the
-    caller has flushed them (`flush_to_disk`): a crash of the process or ``kill -9`` leaves the
-    old file or the new one either way, a power cut before the flush may leave the file torn.
+    With `durable`, the bytes and the name are on disk when it returns (fsync of the file and of
+    its folder); without, they are once the caller has flushed them (`flush_to_disk`): a crash of
+    the process or ``kill -9`` leaves the old file or the new one either way, a power cut before
+    the flush may leave the file torn.
 
     The bytes are written with os.write, not through a text file object: the same bytes (UTF-8, no
     newline translation) without its buffer and its system calls (fstat, ioctl, two lseek)."""
@@ -67,6 +68,8 @@ def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
     except BaseException:
         _discard(tmp)
         raise
+    if durable:  # the new name too: after a power cut, the file is there under its name
+        _fsync_path(path.parent)
 
 
 def atomic_write_chunks(path: Path, chunks: Iterable[str]) -> None:
@@ -84,6 +87,18 @@ def atomic_write_chunks(path: Path, chunks: Iterable[str]) -> None:
     except BaseException:
         _discard(tmp)
         raise
+    _fsync_path(path.parent)
+
+
+def _fsync_path(name: str | Path) -> None:
+    """fsync a file or folder by its name (a folder can be opened so on POSIX systems only)."""
+    if os.name != "posix" and os.path.isdir(name):
+        return
+    fd = os.open(name, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @lru_cache(maxsize=1)
@@ -128,11 +143,7 @@ def flush_to_disk(paths: Iterable[str | Path]) -> None:
                 os.close(fd)
         return
     for name in [*files, *folders, *parents]:
-        fd = os.open(name, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_path(name)
 
 
 @lru_cache(maxsize=32)
