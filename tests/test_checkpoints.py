@@ -205,17 +205,23 @@ def test_a_failing_syncfs_is_an_error_naming_the_folder(
     assert raised.value.errno == errno.EIO and raised.value.filename == str(tmp_path / "one")
 
 
-def test_without_syncfs_each_file_and_each_folder_is_fsynced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files and folders fsynced from now on (their names when fsynced)."""
     real_fsync, fsynced = os.fsync, []
 
     def fsync(fd: int) -> None:
         fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
-    monkeypatch.setattr(write_module, "_syncfs", lambda: None)
     monkeypatch.setattr(os, "fsync", fsync)
+    return fsynced
+
+
+def test_without_syncfs_each_file_and_each_folder_is_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(write_module, "_syncfs", lambda: None)
+    fsynced = record_fsyncs(monkeypatch)
     paths = written_files(tmp_path)
     flush_to_disk(paths)
     folders = [str(tmp_path / "one"), str(tmp_path / "two"), str(tmp_path)]  # and their parent
@@ -247,13 +253,7 @@ def test_this_system_has_syncfs_and_it_flushes_written_files(tmp_path: Path) -> 
 def test_a_durable_write_puts_the_file_and_its_name_on_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_fsync, fsynced = os.fsync, []
-
-    def fsync(fd: int) -> None:
-        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    fsynced = record_fsyncs(monkeypatch)
     write_module.atomic_write_text(tmp_path / "note.json", "{}\n")
     assert fsynced[0].startswith(str(tmp_path / ".note.json.")) and fsynced[1:] == [str(tmp_path)]
     fsynced.clear()
