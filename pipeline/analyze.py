@@ -51,6 +51,12 @@ def check_context(book: PromptBook) -> CheckContext:
     return CheckContext(book.glossary, book.system_prompt)
 
 
+def first_request(book: PromptBook, article: Article, call: Lang, max_tokens: int) -> ModelRequest:
+    """The first request of one of the article's calls, as a run makes it (and journals its answer)."""
+    body = book.request_body(call, book.messages(article, call), max_tokens)
+    return ModelRequest(CallKey(article.id, call, 0), body, book.version)
+
+
 @dataclass
 class Conversation:
     """The running exchange of one call."""

@@ -23,13 +23,14 @@ from typing import Any, Final
 import openai
 from openai.types import Batch
 
+from pipeline.analyze import first_request
 from pipeline.config import Settings
 from pipeline.emit.write import atomic_write_text
 from pipeline.errors import ConfigError, ModelUnavailable
 from pipeline.events import EventLog
 from pipeline.ingest import InputFailure, Limits, discover, load_file
 from pipeline.ingest.article import Article
-from pipeline.model.base import CallKey, ChatModel, ModelRequest
+from pipeline.model.base import ChatModel, ModelRequest
 from pipeline.model.cache import JournaledModel
 from pipeline.model.replay import request_sha256
 from pipeline.prompts import PromptBook
@@ -167,10 +168,7 @@ def _pending_requests(
             if forget:
                 journal.forget(article.id)
             for call in LANGS:
-                body = book.request_body(
-                    call, book.messages(article, call), runner.settings.max_output_tokens
-                )
-                request = ModelRequest(CallKey(article.id, call, 0), body, book.version)
+                request = first_request(book, article, call, runner.settings.max_output_tokens)
                 if not journal.has(request):
                     requests.append(request)
     return requests

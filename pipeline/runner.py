@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pipeline.analyze import Analyzer, ArticleOutcome, check_context
+from pipeline.analyze import Analyzer, ArticleOutcome, check_context, first_request
 from pipeline.checkpoints import Checkpoints
 from pipeline.collector import collecting_every
 from pipeline.config import Settings
@@ -37,7 +37,7 @@ from pipeline.events import EventLog
 from pipeline.ingest import InputFailure, Limits, check_out_apart, discover, load_file, path_label
 from pipeline.ingest.article import Article, estimate_tokens
 from pipeline.lock import RunLock, describe_holder
-from pipeline.model.base import CallKey, ChatModel, ModelRequest
+from pipeline.model.base import ChatModel
 from pipeline.model.cache import JournaledModel
 from pipeline.prompts import PromptBook
 from pipeline.redact import Redactor
@@ -427,13 +427,8 @@ class Runner:
 
     def _journal_answers(self, journal: JournaledModel, article: Article) -> bool:
         """Whether the journal holds the answers to the article's first requests as made today."""
-        for lang in LANGS:
-            body = self.book.request_body(
-                lang, self.book.messages(article, lang), self.settings.max_output_tokens
-            )
-            if not journal.has(ModelRequest(CallKey(article.id, lang, 0), body, self.book.version)):
-                return False
-        return True
+        limit = self.settings.max_output_tokens
+        return all(journal.has(first_request(self.book, article, lang, limit)) for lang in LANGS)
 
     def _count_unreported(self, entry: ArticleEntry, journal: JournaledModel, article_id: str) -> None:
         """A skipped article's journaled answers that no report holds (its run stopped before its
