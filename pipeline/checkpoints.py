@@ -6,9 +6,9 @@ those three fsyncs took 1.5 to 4 ms of CPU per article, as much as rendering it 
 with the load of the host's disks. Instead, the files written since the last checkpoint are
 flushed to disk together (one syncfs on Linux) once `articles` of them are waiting or the oldest
 has waited `seconds`, and at the end of the run; only after that are the articles' journaled
-answers dropped. A power cut can tear the files of the articles of the last few seconds; the next
-run finds them torn (`pages_whole`, an unreadable analysis.json) and redoes them from their
-journaled answers, without paying for them again.
+answers dropped. A power cut can tear the files of the articles written since the last
+checkpoint; the next run redoes every article whose answers are still journaled from those
+answers, without a model call, so a file torn in any way is rewritten (see ``Runner._settled``).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -82,12 +83,8 @@ class JournaledModel:
     def account(self, article_id: str) -> None:
         """The article's entry, which counts its journaled answers, is recorded in this run's report
         (and log): no later run counts them again."""
-        for path in sorted((self.folder / article_id).glob("*.json")):
-            try:
-                document = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(document, dict) and document.get("accounted") is False:
+        for path, document in self._documents(article_id):
+            if document.get("accounted") is False:
                 try:
                     self._write(path, {**document, "accounted": True})
                 except OSError:  # a full disk, say: a later run reports this cost once more, no worse
@@ -98,12 +95,8 @@ class JournaledModel:
         the Batch API price: those of a run that stopped (killed, a power cut) after it wrote the
         article's files and before it reported them. This run counts them, once."""
         live, batch = Usage(), Usage()
-        for path in sorted((self.folder / article_id).glob("*.json")):
-            try:
-                document = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if not isinstance(document, dict) or not isinstance(document.get("response"), dict):
+        for path, document in self._documents(article_id):
+            if not isinstance(document.get("response"), dict):
                 continue
             reply = self._replay(path, document)
             if reply.journaled:  # in a report already, or counted by this run
@@ -113,6 +106,16 @@ class JournaledModel:
             else:
                 live = live + reply.usage
         return live, batch
+
+    def _documents(self, article_id: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """The article's journal files that can be read, with what they hold."""
+        for path in sorted((self.folder / article_id).glob("*.json")):
+            try:
+                document = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(document, dict):
+                yield path, document
 
     def _replay(self, path: Path, document: dict[str, Any]) -> ModelReply:
         reply = reply_from_body(document["response"])
